@@ -1,0 +1,280 @@
+"""Multi-head attention (with grouped-query / multi-query variants) that returns per-head weights.
+
+Shape legend: ``B`` batch, ``H`` query heads, ``K`` key/value heads (``H % K == 0``), ``G = H / K``
+query heads per key/value head, ``T`` query positions, ``S`` key positions, ``E`` model size,
+``D = E / H`` head size.
+
+Masks are **keep-masks** (``True``/1 = may attend, ``False``/0 = blocked): the opposite of the
+boolean ``attn_mask`` and ``key_padding_mask`` of ``torch.nn.MultiheadAttention``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .functional import masked_softmax
+from .masks import check_keep_values, make_causal_mask, prepare_mask
+
+__all__ = ["MultiHeadAttention"]
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected {name} to be an int but found {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"expected {name} >= 1 but found {name}={value}")
+    return value
+
+
+class MultiHeadAttention(nn.Module):
+    """Batched multi-head attention with per-head weights, GQA/MQA, self- and cross-attention.
+
+    Args:
+        d_model: model size ``E``; must be divisible by ``num_heads``.
+        num_heads: query heads ``H``.
+        num_kv_heads: key/value heads ``K``; ``H % K == 0``. ``K < H`` is grouped-query
+            attention, ``K == 1`` multi-query attention. Default: ``num_heads``.
+        dropout: dropout on the attention weights while training. Default: 0.0.
+        bias: add biases to the four projections. Default: ``True``.
+        kdim: size of the key input. Default: ``d_model``.
+        vdim: size of the value input. Default: ``d_model``.
+
+    Submodules ``q_proj (E -> E)``, ``k_proj (kdim -> K*D)``, ``v_proj (vdim -> K*D)`` and
+    ``out_proj (E -> E)`` are plain ``nn.Linear``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        num_kv_heads: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        d_model = _positive_int("d_model", d_model)
+        num_heads = _positive_int("num_heads", num_heads)
+        num_kv_heads = num_heads if num_kv_heads is None else _positive_int("num_kv_heads", num_kv_heads)
+        if d_model % num_heads:
+            raise ValueError(
+                f"expected d_model divisible by num_heads but found d_model={d_model}, "
+                f"num_heads={num_heads} (remainder {d_model % num_heads})"
+            )
+        if num_heads % num_kv_heads:
+            raise ValueError(
+                f"expected num_heads divisible by num_kv_heads but found num_heads={num_heads}, "
+                f"num_kv_heads={num_kv_heads}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"expected dropout in [0, 1) but found {dropout}")
+        self.d_model, self.num_heads, self.num_kv_heads = d_model, num_heads, num_kv_heads
+        self.head_dim = d_model // num_heads
+        self.kdim = d_model if kdim is None else _positive_int("kdim", kdim)
+        self.vdim = d_model if vdim is None else _positive_int("vdim", vdim)
+        self.dropout = dropout
+        kv_size = num_kv_heads * self.head_dim
+        factory = {"device": device, "dtype": dtype}
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias, **factory)
+        self.k_proj = nn.Linear(self.kdim, kv_size, bias=bias, **factory)
+        self.v_proj = nn.Linear(self.vdim, kv_size, bias=bias, **factory)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias, **factory)
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
+            f"head_dim={self.head_dim}, dropout={self.dropout}"
+        )
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_torch(cls, m: nn.MultiheadAttention) -> "MultiHeadAttention":
+        """Build a ``MultiHeadAttention`` holding exactly the weights of ``m``.
+
+        Works for packed (``in_proj_weight``) and separate (``kdim``/``vdim``) projections, with or
+        without bias, ``batch_first`` either way (our module is always batch-first: transpose your
+        ``(T, B, E)`` inputs). ``add_bias_kv`` and ``add_zero_attn`` have no equivalent here.
+        """
+        if not isinstance(m, nn.MultiheadAttention):
+            raise TypeError(f"expected an nn.MultiheadAttention but found {type(m).__name__}")
+        if m.bias_k is not None or m.add_zero_attn:
+            raise ValueError("expected add_bias_kv=False and add_zero_attn=False: they are not supported")
+        p = m.out_proj.weight
+        has_bias = m.in_proj_bias is not None
+        ours = cls(m.embed_dim, m.num_heads, dropout=m.dropout, bias=has_bias, kdim=m.kdim,
+                   vdim=m.vdim, device=p.device, dtype=p.dtype)
+        with torch.no_grad():
+            if m._qkv_same_embed_dim:
+                wq, wk, wv = m.in_proj_weight.chunk(3, dim=0)            # 3 x (E, E)
+            else:
+                wq, wk, wv = m.q_proj_weight, m.k_proj_weight, m.v_proj_weight
+            for lin, w in ((ours.q_proj, wq), (ours.k_proj, wk), (ours.v_proj, wv)):
+                lin.weight.copy_(w)
+            ours.out_proj.weight.copy_(m.out_proj.weight)
+            if has_bias:
+                for lin, b in zip((ours.q_proj, ours.k_proj, ours.v_proj), m.in_proj_bias.chunk(3)):
+                    lin.bias.copy_(b)
+                ours.out_proj.bias.copy_(m.out_proj.bias)
+        ours.train(m.training)
+        return ours
+
+    # ------------------------------------------------------------------------------------------
+    def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"expected {name} to be a torch.Tensor but found {type(t).__name__}")
+            if not t.is_floating_point():
+                raise TypeError(f"expected {name} to be a floating-point tensor but found dtype {t.dtype}")
+        if query.dim() not in (2, 3):
+            raise ValueError(f"expected query of shape (B, T, E) or (T, E) but found {tuple(query.shape)}")
+        for name, t, size in (("key", key, self.kdim), ("value", value, self.vdim)):
+            if t.dim() != query.dim():
+                raise ValueError(
+                    f"expected {name} to have {query.dim()} dims like query {tuple(query.shape)} but "
+                    f"found {tuple(t.shape)}"
+                )
+            if t.shape[-1] != size:
+                raise ValueError(f"expected {name} with last dim {size} but found {tuple(t.shape)}")
+        if query.shape[-1] != self.d_model:
+            raise ValueError(
+                f"expected query with embedding size E={self.d_model} but found {tuple(query.shape)}"
+            )
+        if query.shape[-2] < 1:
+            raise ValueError(f"expected at least one query position (T >= 1) but found {tuple(query.shape)}")
+        if key.shape[-2] != value.shape[-2] or key.shape[:-2] != value.shape[:-2]:
+            raise ValueError(
+                f"expected key and value with the same batch and length S but found key "
+                f"{tuple(key.shape)} and value {tuple(value.shape)}"
+            )
+        if key.shape[-2] < 1:
+            raise ValueError(f"expected at least one key position (S >= 1) but found {tuple(key.shape)}")
+        if query.shape[:-2] != key.shape[:-2]:
+            raise ValueError(
+                f"expected query and key with the same batch size but found query "
+                f"{tuple(query.shape)} and key {tuple(key.shape)}"
+            )
+
+    def _keep_mask(self, mask, padding_mask, is_causal, B, T, S, device) -> Tensor | None:
+        """Combine the three mask sources into one bool ``(B|1, H|1, T, S)`` keep-mask, or None."""
+        keep = None
+        if mask is not None:
+            keep = prepare_mask(mask, B, self.num_heads, T, S, device=device)
+        if padding_mask is not None:
+            pad = check_keep_values(padding_mask, "padding_mask")
+            if tuple(pad.shape) != (B, S):
+                raise ValueError(
+                    f"expected padding_mask of shape (B, S) = ({B}, {S}) (True = real token) but "
+                    f"found {tuple(pad.shape)}"
+                )
+            pad = pad.to(device)[:, None, None, :]                      # (B, 1, 1, S)
+            keep = pad if keep is None else keep & pad
+        if is_causal:
+            causal = make_causal_mask(T, S, device=device, dtype=torch.bool)[None, None]  # (1, 1, T, S)
+            keep = causal if keep is None else keep & causal
+        if keep is not None:
+            keep = keep.expand(keep.shape[0], keep.shape[1], T, S)
+        return keep
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        value: Tensor | None = None,
+        mask: Tensor | None = None,
+        padding_mask: Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = True,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from ``query`` to ``key``/``value`` (self-attention when they are omitted).
+
+        Args:
+            query: ``(B, T, E)`` or unbatched ``(T, E)``.
+            key: ``(B, S, kdim)`` or ``(S, kdim)``. Default: ``query``.
+            value: ``(B, S, vdim)`` or ``(S, vdim)``. Default: ``key``.
+            mask: keep-mask (``True``/1 = may attend) of shape ``(S)``, ``(T, S)``, ``(B, T, S)`` or
+                ``(B, 1|H, T, S)``; the opposite of ``nn.MultiheadAttention``'s ``attn_mask``.
+                Default: ``None``.
+            padding_mask: ``(B, S)`` keep-mask, ``True`` = real token (the opposite of
+                ``key_padding_mask``). Default: ``None``.
+            is_causal: also block keys after the query (top-left aligned, ``make_causal_mask``).
+                Default: ``False``.
+            need_weights: return per-head weights. ``False`` takes PyTorch's fused
+                ``F.scaled_dot_product_attention`` and returns ``None`` weights. Default: ``True``.
+
+        Returns:
+            ``out (B, T, E)`` and ``weights (B, H, T, S)`` or ``None``; without the batch dim for
+            unbatched input. Queries with every key blocked get zero weights and output
+            ``out_proj`` of zero (its bias).
+        """
+        key = query if key is None else key
+        value = key if value is None else value
+        self._check_inputs(query, key, value)
+        unbatched = query.dim() == 2
+        if unbatched:
+            query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
+            if padding_mask is not None and isinstance(padding_mask, Tensor) and padding_mask.dim() == 1:
+                padding_mask = padding_mask.unsqueeze(0)
+
+        B, T, _ = query.shape                                   # batch, query positions, embedding
+        S = key.shape[1]                                        # key positions
+        H, K, D = self.num_heads, self.num_kv_heads, self.head_dim
+        G = H // K                                              # query heads per kv head
+        keep = self._keep_mask(mask, padding_mask, is_causal, B, T, S, query.device)
+        dropout_p = self.dropout if self.training else 0.0
+
+        q = self.q_proj(query).view(B, T, H, D).transpose(1, 2)     # (B, H, T, D)
+        k = self.k_proj(key).view(B, S, K, D).transpose(1, 2)       # (B, K, S, D)
+        v = self.v_proj(value).view(B, S, K, D).transpose(1, 2)     # (B, K, S, D)
+
+        if need_weights:
+            ctx, weights = self._explicit(q, k, v, keep, dropout_p)  # (B, H, T, D), (B, H, T, S)
+        else:
+            ctx, weights = self._fused(q, k, v, keep, dropout_p, is_causal and mask is None
+                                       and padding_mask is None), None
+        out = self.out_proj(ctx.transpose(1, 2).reshape(B, T, H * D))  # (B, T, E)
+        if unbatched:
+            out = out.squeeze(0)
+            weights = None if weights is None else weights.squeeze(0)
+        return out, weights
+
+    def _explicit(self, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, dropout_p: float):
+        B, H, T, D = q.shape
+        K, S = k.shape[1], k.shape[2]
+        G = H // K
+        q = q.view(B, K, G, T, D)                                   # group query heads by kv head
+        scores = q @ k.unsqueeze(2).transpose(-2, -1)               # (B,K,G,T,D) @ (B,K,1,D,S) -> (B,K,G,T,S)
+        scores = scores * (1.0 / math.sqrt(D))
+        if keep is not None:
+            Bm, Hm = keep.shape[:2]
+            keep = keep.reshape(Bm, K, G, T, S) if Hm == H else keep.unsqueeze(2)  # (B|1, K|1, G|1, T, S)
+        weights = masked_softmax(scores, keep)                      # (B, K, G, T, S)
+        if dropout_p > 0.0:
+            weights = F.dropout(weights, p=dropout_p, training=True)
+        ctx = weights @ v.unsqueeze(2)                              # (B,K,G,T,S) @ (B,K,1,S,D) -> (B,K,G,T,D)
+        return ctx.reshape(B, H, T, D), weights.reshape(B, H, T, S)
+
+    def _fused(self, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, dropout_p: float,
+               causal_only: bool) -> Tensor:
+        gqa = k.shape[1] != q.shape[1]
+        if causal_only and q.shape[2] == k.shape[2]:
+            # Pure causal self-attention: let the kernel build the mask (enables flash kernels).
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True,
+                                                  enable_gqa=gqa)
+        empty_rows = None
+        if keep is not None:
+            any_kept = keep.any(dim=-1, keepdim=True)               # (B|1, H|1, T, 1)
+            if not bool(any_kept.all()):
+                empty_rows = ~any_kept
+                keep = keep | empty_rows                            # avoid NaN inside the kernel
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout_p,
+                                             enable_gqa=gqa)        # (B, H, T, D)
+        if empty_rows is not None:
+            ctx = ctx.masked_fill(empty_rows, 0.0)                  # fully blocked queries -> 0
+        return ctx
