@@ -102,17 +102,27 @@ def scaled_dot_product_attention(
     _check_dropout(dropout_p)
     T, S = q.shape[-2], k.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    try:
+        lead = tuple(torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2]))
+    except RuntimeError:
+        raise ValueError(
+            f"expected q, k and v with broadcastable leading dims (...) but found q "
+            f"{tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)}"
+        ) from None
 
     keep = None
     if mask is not None:
         keep = check_keep_values(mask).to(q.device)
+        scores_shape = lead + (T, S)
         try:
-            torch.broadcast_shapes(keep.shape, q.shape[:-2] + (T, S))
+            fits = tuple(torch.broadcast_shapes(keep.shape, scores_shape)) == scores_shape
         except RuntimeError:
+            fits = False
+        if not fits:  # the mask may not add dims or grow any dim of the scores
             raise ValueError(
                 f"mask of shape {tuple(keep.shape)} cannot be broadcast to the scores' shape "
-                f"(..., T, S) = {tuple(q.shape[:-2]) + (T, S)}"
-            ) from None
+                f"(..., T, S) = {scores_shape}"
+            )
 
     scores = (q @ k.transpose(-2, -1)) * scale         # (..., T, d_k) @ (..., d_k, S) -> (..., T, S)
     weights = masked_softmax(scores, keep)              # (..., T, S)

@@ -134,6 +134,10 @@ class MultiHeadAttention(nn.Module):
                 raise TypeError(f"expected {name} to be a floating-point tensor but found dtype {t.dtype}")
         if query.dim() not in (2, 3):
             raise ValueError(f"expected query of shape (B, T, E) or (T, E) but found {tuple(query.shape)}")
+        if query.shape[-1] != self.d_model:  # before key/value: in self-attention they are query
+            raise ValueError(
+                f"expected query with embedding size E={self.d_model} but found {tuple(query.shape)}"
+            )
         for name, t, size in (("key", key, self.kdim), ("value", value, self.vdim)):
             if t.dim() != query.dim():
                 raise ValueError(
@@ -142,10 +146,6 @@ class MultiHeadAttention(nn.Module):
                 )
             if t.shape[-1] != size:
                 raise ValueError(f"expected {name} with last dim {size} but found {tuple(t.shape)}")
-        if query.shape[-1] != self.d_model:
-            raise ValueError(
-                f"expected query with embedding size E={self.d_model} but found {tuple(query.shape)}"
-            )
         if query.shape[-2] < 1:
             raise ValueError(f"expected at least one query position (T >= 1) but found {tuple(query.shape)}")
         if key.shape[-2] != value.shape[-2] or key.shape[:-2] != value.shape[:-2]:
