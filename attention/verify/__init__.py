@@ -173,3 +173,29 @@ def check_output_invariance(
     max_diff = position_diff[: prefix + 1].max().item()
     return InvarianceResult(prefix=prefix, max_diff=max_diff, passed=max_diff <= atol, atol=atol,
                             position_diff=position_diff.cpu(), perturbed_from=prefix + 1)
+
+
+# The leak detector (exact dependency maps, prefix sweeps, reports) lives in its own module.
+from .leaks import (  # noqa: E402  (after the checks it builds on)
+    Leak,
+    LeakReport,
+    dense_allowed,
+    dependency_map,
+    find_leaks,
+    invariance_sweep,
+    leak_report,
+    leaks_in_map,
+    sweep_checked_prefixes,
+)
+
+__all__ += [
+    "Leak",
+    "LeakReport",
+    "dense_allowed",
+    "dependency_map",
+    "find_leaks",
+    "invariance_sweep",
+    "leak_report",
+    "leaks_in_map",
+    "sweep_checked_prefixes",
+]
