@@ -361,11 +361,15 @@ def leaks_in_map(dep_map: Tensor, allowed: Any = None, atol: float | None = None
         raise ValueError(f"expected dep_map of shape (T, S) or (B, T, S) but found {found}")
     T, S = dep_map.shape[-2:]
     batch = dep_map.shape[0] if dep_map.dim() == 3 else 1
-    keep = dense_allowed(allowed, T, S, batch).to(dep_map.device)
-    atol = _default_atol(dep_map, atol)
-    if keep.dim() == 3 and dep_map.dim() == 2:
+    if dep_map.dim() == 2 and callable(allowed) and not isinstance(allowed, Tensor) \
+            and _uses_batch(allowed, T, S):
         raise ValueError(f"allowed relation {_rel_name(allowed)} depends on the batch item: compute "
                          f"the map with reduce='none' to get (B, T, S)")
+    keep = dense_allowed(allowed, T, S, batch).to(dep_map.device)
+    if keep.dim() == 3 and dep_map.dim() == 2:
+        raise ValueError(f"allowed of shape {tuple(keep.shape)} depends on the batch item: compute "
+                         f"the map with reduce='none' to get (B, T, S)")
+    atol = _default_atol(dep_map, atol)
     bad = (dep_map > atol) & ~keep                                   # (B?, T, S)
     idx = bad.nonzero()                                             # (n, 2 or 3), row-major order
     mags = dep_map[bad]                                             # (n,), same order
@@ -388,11 +392,21 @@ def _rel_name(allowed: Any) -> str:
     return getattr(allowed, "__name__", None) or repr(allowed)
 
 
+def _uses_batch(mask_mod: Any, T: int, S: int) -> bool:
+    """Whether a mask_mod reads ``b``: evaluate it with a batch index of two zeros (always in range)."""
+    b = torch.zeros(2, 1, 1, 1, dtype=torch.long)
+    h = torch.zeros(1, 1, 1, 1, dtype=torch.long)
+    q = torch.arange(T).view(1, 1, T, 1)
+    kv = torch.arange(S).view(1, 1, 1, S)
+    out = torch.as_tensor(mask_mod(b, h, q, kv))
+    return out.dim() == 4 and out.shape[0] == 2
+
+
 def _batch_dependent(allowed: Any, B: int, T: int) -> bool:
     """True when the relation differs between batch items (padding lengths, per-item documents)."""
     if isinstance(allowed, Tensor):
         return allowed.dim() == 3 and allowed.shape[0] > 1
-    return allowed is not None and B > 1 and dense_allowed(allowed, T, T, B).dim() == 3
+    return allowed is not None and _uses_batch(allowed, T, T)
 
 
 def find_leaks(
@@ -407,6 +421,11 @@ def find_leaks(
 
     Computes the exact :func:`dependency_map` and returns its entries above ``atol`` outside the
     allowed relation, largest first. An empty list means no forbidden dependency at this ``x``.
+
+    The relation is about *dependencies*, not attention weights: output ``i`` of an attention layer
+    always depends on input ``i`` through its own query, even where the attention mask blocks key
+    ``i`` (padding). For such masks allow the diagonal too:
+    ``or_masks(padding_mod(lengths), lambda b, h, q, kv: q == kv)``.
 
     Args:
         model: ``nn.Module`` or callable ``x (B, T, E) -> y (B, T, ...)`` (see :func:`dependency_map`).
