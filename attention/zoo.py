@@ -243,7 +243,9 @@ def _prefix(T: int) -> MaskMod:
 
 
 def _documents(T: int) -> MaskMod:
-    return document_mask(document_ids(T))
+    mod = document_mask(document_ids(T))
+    mod.__name__ = f"document_mask({DOC_LEN}-token docs)"       # short name for tables
+    return mod
 
 
 def _off_by_one(T: int) -> Tensor:

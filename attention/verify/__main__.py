@@ -130,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
             "positions 0..L do not change when every position after L is replaced, for every L. "
             "Unmasked models run as negative controls and must FAIL both checks."
         ),
-        epilog="Exit status: 0 if every causal case passes and every control fails, 1 otherwise.",
+        epilog="Exit status: 0 if every causal case passes and every control fails, 1 otherwise. "
+               "Leak detector for your own model: --model pkg.module:factory [--seq-len --dim "
+               "--batch --allowed causal|sliding:W|prefix:P|document:IDS], or --zoo for the bug zoo "
+               "(see --zoo --help for its options).",
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32",
@@ -140,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("--model", "--zoo") or a.startswith("--model=") for a in argv):
+        from .leak_cli import main as leak_main                    # the leak detector's CLI
+
+        return leak_main(argv)
     args = build_parser().parse_args(argv)
     dtype = _DTYPES[args.dtype]
     results = run_grid(dtype, args.seed)
