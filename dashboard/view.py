@@ -1,0 +1,292 @@
+"""The live Panel view of an ``AttentionPlayground``: controls, linked plots and explanations.
+
+``PlaygroundView(pg).layout`` is what ``pn.panel(pg)`` shows (bare, for notebooks) and what the
+served app puts in its first tab. Every figure is drawn once from a ``plots.py`` element and then
+updated in place (``dashboard.live.LivePlot``): a parameter change sends new data to existing
+figures, never a new layout. Only what depends on the change is touched:
+
+- new weights (T, H, D, causal, seed, text, position signal): head maps, query plot,
+  step-by-step view, mask (only if T or causal changed), invariance;
+- only the prefix L changed: invariance chart and numbers;
+- only the selected query / viewed head changed: the query line on the head maps, the query plot
+  and the step-by-step view (no attention is recomputed: ``pg.n_computes`` stays).
+
+The per-head grid (one figure per head) changes only when H changes: figures of removed heads are
+dropped, new heads get new figures, the others stay.
+"""
+from __future__ import annotations
+
+from contextlib import ExitStack
+from functools import partial
+
+import panel as pn
+from bokeh.events import Tap
+
+from . import plots
+from .live import LivePlot
+from .playground import AttentionPlayground, PlaygroundResult, single_token_steps
+
+__all__ = ["PlaygroundView", "CSS", "TEXT"]
+
+CSS = """
+:host { --ap-muted: #475569; }
+.ap-verdict { display: flex; align-items: center; gap: 10px; font-family: system-ui, sans-serif; }
+.ap-badge { font-weight: 800; font-size: 20px; letter-spacing: .06em; padding: 4px 14px;
+            border-radius: 6px; color: white; }
+.ap-pass { background: #16a34a; }
+.ap-fail { background: #dc2626; }
+.ap-verdict-why { color: var(--ap-muted); font-size: 13px; }
+table.ap-stats { border-collapse: collapse; font-size: 13px; font-family: system-ui, sans-serif; }
+table.ap-stats td { padding: 3px 8px; border-bottom: 1px solid #e2e8f0; }
+td.ap-num { font-family: ui-monospace, monospace; font-weight: 600; text-align: right; }
+td.ap-want { color: var(--ap-muted); }
+.ap-note { color: #b45309; font-size: 12px; margin-top: 4px; }
+"""
+
+TEXT = {
+    "intro": """
+## Attention Playground
+An untrained multi-head self-attention layer (this project's PyTorch library, weights drawn from
+the seed) applied to a sequence of tokens. Change the controls on the left and every view below
+is recomputed and redrawn in place. Hover a map for exact numbers; click a row to select a query.
+""",
+    "heads": """
+### Attention heads
+One map per head. **Row i** is query i, **column j** is key j, and the colour is the share of
+query i's attention that goes to key j, so every row adds up to 1. Each head has its own
+projection weights and spreads its attention in its own way. With the causal mask on, the
+upper-right triangle is black: no query reads a later token. The dashed line marks the selected
+query; click any row to select another.
+""",
+    "query": """
+### One query across heads
+The selected query's row from every head, stacked: where each head sends that token's
+attention. Click a row here to show that head step by step below.
+""",
+    "single": """
+### Step by step: one query in one head
+How one row of a map comes about. (1) The query vector is compared with every key by a dot
+product, (2) the scores are divided by √D so their spread does not grow with the head size,
+(3) the keep-mask removes blocked keys (grey bars), (4) a softmax turns the kept scores into
+weights that sum to 1, and (5) the output is the weight-averaged value vectors.
+""",
+    "causal": """
+### Causal mask and the invariance test
+A model that generates text one token at a time must not use tokens it has not produced yet.
+The **keep-mask** lets query i read keys 0..i only. The proof is an experiment: keep tokens
+**0..L**, replace every token after **L** with random values and run the layer again. If the
+mask works, the outputs at positions 0..L do not move at all (green bars stay at 0) while later
+positions do (orange). Turn the causal mask off and the test fails: earlier outputs now depend
+on later tokens.
+""",
+    "caveat": """
+**A caution.** Attention weights say where each position *reads from*, not *why* a model does
+what it does: the values that are read, the other layers and the output projection matter as
+much. Read the maps as a view of one mechanism, not as an explanation of a model's behaviour.
+""",
+}
+
+WIDGETS = {
+    "text": {"type": pn.widgets.TextInput, "placeholder": "optional: type a sentence, press Enter",
+             "css_classes": ["ap-text"]},
+    "seq_len": {"type": pn.widgets.EditableIntSlider, "throttled": True, "css_classes": ["ap-seq-len"]},
+    "num_heads": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-num-heads"]},
+    "head_dim": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-head-dim"]},
+    "causal": {"type": pn.widgets.Checkbox, "css_classes": ["ap-causal"]},
+    "prefix": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-prefix"]},
+    "query": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-query"]},
+    "view_head": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-view-head"]},
+    "seed": {"type": pn.widgets.IntInput, "css_classes": ["ap-seed"]},
+    "position_scale": {"type": pn.widgets.FloatSlider, "throttled": True,
+                       "css_classes": ["ap-position-scale"]},
+}
+
+
+LOADING_MIN_WORK = 2**18      # T*T*H from which a recompute shows loading spinners (T=256, H=4)
+
+
+def _md(key: str, **kw) -> pn.pane.Markdown:
+    return pn.pane.Markdown(TEXT[key].strip(), css_classes=[f"ap-text-{key}"], **kw)
+
+
+def _clamp(value: float | None, n: int) -> int | None:
+    """Nearest index in ``0..n-1`` of a tap coordinate (``None`` outside any figure)."""
+    if value is None:
+        return None
+    return int(min(max(round(value), 0), n - 1))
+
+
+class PlaygroundView:
+    """Widgets and live figures for one ``AttentionPlayground`` (one per browser session).
+
+    Attributes:
+        layout: the Panel component to show.
+        head_plots: one ``LivePlot`` per head; ``query_plot``, ``single_plots`` (five),
+            ``mask_plot``, ``invariance_plot``: the other figures.
+    """
+
+    def __init__(self, pg: AttentionPlayground):
+        self.pg = pg
+        r = pg.result
+        self._last: PlaygroundResult = r
+        self._head_frames: dict[int, plots.Frame] = {}
+        self._mask_key = None
+
+        self.controls = pn.Param(
+            pg, parameters=list(WIDGETS), widgets=WIDGETS, show_name=False,
+            sizing_mode="stretch_width", css_classes=["ap-controls"],
+        )
+        self.download = pn.widgets.FileDownload(
+            callback=self._download_html, filename="attention-playground.html",
+            label="Download as HTML", button_type="primary", embed=False,
+            css_classes=["ap-download"], sizing_mode="stretch_width",
+        )
+
+        self.colorbar = pn.pane.HoloViews(plots.colorbar_strip(), margin=(0, 4),
+                                          css_classes=["ap-colorbar"])
+        self.heads_box = pn.FlexBox(self.colorbar, css_classes=["ap-heads"], sizing_mode="stretch_width")
+        self.head_plots: list[LivePlot] = []
+        self._sync_grid(r)
+
+        self.query_plot = LivePlot(self._query_frame(r))
+        self.query_plot.figure.on_event(Tap, self._on_tap_head)
+        self.query_pane = pn.pane.Bokeh(self.query_plot.figure, css_classes=["ap-query-plot"])
+
+        self.single_plots = [LivePlot(f) for f in self._single_frames(r)]
+        self.single_pane = pn.FlexBox(*[pn.pane.Bokeh(p.figure, margin=(0, 4)) for p in self.single_plots],
+                                      css_classes=["ap-single-token"], sizing_mode="stretch_width")
+
+        self.mask_plot = LivePlot(plots.mask_frame(r))
+        self._mask_key = (r.seq_len, r.causal, r.tokens)
+        self.mask_pane = pn.pane.Bokeh(self.mask_plot.figure, css_classes=["ap-mask"])
+        self.invariance_plot = LivePlot(plots.invariance_frame(r))
+        self.inv_pane = pn.pane.Bokeh(self.invariance_plot.figure, css_classes=["ap-invariance-chart"])
+        self.verdict = pn.pane.HTML(plots.verdict_html(r), css_classes=["ap-verdict-pane"],
+                                    stylesheets=[CSS])
+        self.stats = pn.pane.HTML(plots.invariance_summary_html(r), css_classes=["ap-stats-pane"],
+                                  stylesheets=[CSS])
+
+        self.layout = self._assemble()
+        pg.param.watch(self._on_change, ["result", "query", "view_head"])
+        pg.param.watch(self._on_busy, "busy")
+
+    # -- frames ------------------------------------------------------------------------------
+    def _head_frame(self, r: PlaygroundResult, head: int, query: int) -> plots.Frame:
+        frame = self._head_frames.get(head)
+        if frame is None:                         # cached per result: a query change resends no image
+            frame = self._head_frames[head] = plots.head_frame(r, head)
+        return plots.with_marker(frame, min(query, r.seq_len - 1))
+
+    def _query_frame(self, r: PlaygroundResult) -> plots.Frame:
+        return plots.query_frame(r, min(self.pg.query, r.seq_len - 1))
+
+    def _single_frames(self, r: PlaygroundResult) -> list[plots.Frame]:
+        steps = single_token_steps(r, min(self.pg.view_head, r.num_heads - 1),
+                                   min(self.pg.query, r.seq_len - 1))
+        return plots.single_token_frames(steps, r.tokens)
+
+    # -- updates -------------------------------------------------------------------------------
+    def _sync_grid(self, r: PlaygroundResult) -> None:
+        """Drop figures of heads >= H or add figures for new heads; keep (and update) the others."""
+        H, n = r.num_heads, len(self.head_plots)
+        if H < n:
+            self.head_plots = self.head_plots[:H]
+            self.heads_box.objects = self.heads_box.objects[: H + 1]
+        elif H > n:
+            new = []
+            for h in range(n, H):
+                live = LivePlot(self._head_frame(r, h, self.pg.query))
+                live.figure.on_event(Tap, self._on_tap_query)
+                new.append(pn.pane.Bokeh(live.figure, margin=(0, 4),
+                                         css_classes=["ap-head-heatmap", f"ap-head-{h}"]))
+                self.head_plots.append(live)
+            self.heads_box.extend(new)
+
+    def _documents(self) -> list:
+        """The Bokeh documents this view is rendered in (one per session / notebook output)."""
+        docs = {}
+        for pane in (self.query_pane, self.verdict):
+            for model, _ in pane._models.values():
+                if model.document is not None:
+                    docs[id(model.document)] = model.document
+        return list(docs.values())
+
+    def _on_change(self, *events) -> None:
+        """Send what changed to the figures, inside one ``hold`` per document (one patch)."""
+        with ExitStack() as stack:
+            for doc in self._documents():
+                stack.enter_context(pn.io.hold(doc))
+            self._update(self.pg.result, {e.name for e in events})
+
+    def _update(self, r: PlaygroundResult, changed: set[str]) -> None:
+        last, self._last = self._last, r
+        q = self.pg.query
+        new_weights = r.weights is not last.weights
+        if new_weights:
+            self._head_frames.clear()
+            self._sync_grid(r)
+        if new_weights or "query" in changed:
+            for h, live in enumerate(self.head_plots):
+                live.update(self._head_frame(r, h, q))
+            self.query_plot.update(self._query_frame(r))
+        if new_weights or changed & {"query", "view_head"}:
+            for live, frame in zip(self.single_plots, self._single_frames(r)):
+                live.update(frame)
+        if new_weights and (r.seq_len, r.causal, r.tokens) != self._mask_key:
+            self._mask_key = (r.seq_len, r.causal, r.tokens)
+            self.mask_plot.update(plots.mask_frame(r))
+        if r is not last:
+            self.invariance_plot.update(plots.invariance_frame(r))
+            self.verdict.object = plots.verdict_html(r)
+            self.stats.object = plots.invariance_summary_html(r)
+
+    def _on_busy(self, event) -> None:
+        """Loading spinners, only for work that takes longer than a blink (about T*T*H >= 2**18)."""
+        pg = self.pg
+        if event.new and pg.seq_len**2 * pg.num_heads < LOADING_MIN_WORK:
+            return
+        for pane in (self.heads_box, self.query_pane, self.single_pane, self.analysis):
+            pane.loading = event.new
+
+    def _on_tap_query(self, event) -> None:
+        q = _clamp(event.y, self.pg.seq_len)
+        if q is not None:
+            self.pg.query = q
+
+    def _on_tap_head(self, event) -> None:
+        h = _clamp(event.y, self.pg.num_heads)
+        if h is not None:
+            self.pg.view_head = h
+
+    def _download_html(self):
+        from io import BytesIO
+
+        from .export import export_html
+        buf = BytesIO()
+        export_html(self.pg, buf)
+        buf.seek(0)
+        return buf
+
+    # -- layout --------------------------------------------------------------------------------
+    def _assemble(self) -> pn.viewable.Viewable:
+        sidebar = pn.Column(
+            pn.pane.Markdown("#### Controls", margin=(0, 10)),
+            self.controls, self.download,
+            pn.pane.Markdown(TEXT["caveat"].strip(), css_classes=["ap-caveat"],
+                             styles={"background": "#fff7ed", "border-left": "3px solid #f97316",
+                                     "padding": "0 8px", "font-size": "12px"}),
+            width=310, css_classes=["ap-sidebar"],
+        )
+        section = dict(sizing_mode="stretch_width", styles={"border-top": "1px solid #e2e8f0"})
+        heads = pn.Column(_md("heads", max_width=900), self.heads_box, **section)
+        query = pn.Row(self.query_pane, _md("query", width=330), **section)
+        single = pn.Column(_md("single", max_width=900), self.single_pane, **section)
+        self.analysis = pn.FlexBox(
+            self.mask_pane, pn.Column(self.verdict, self.stats, width=380), self.inv_pane,
+            sizing_mode="stretch_width", css_classes=["ap-invariance"],
+        )
+        causal = pn.Column(_md("causal", max_width=900), self.analysis, **section)
+        main = pn.Column(_md("intro"), heads, query, single, causal, sizing_mode="stretch_width",
+                         css_classes=["ap-main"])
+        return pn.Row(sidebar, main, sizing_mode="stretch_width", css_classes=["ap-playground"],
+                      name="Playground")
