@@ -35,20 +35,35 @@ def _check_dropout(dropout_p: float) -> None:
         raise ValueError(f"expected dropout_p in [0, 1) but found {dropout_p}")
 
 
-def masked_softmax(scores: Tensor, keep: Tensor | None) -> Tensor:
+def masked_softmax(scores: Tensor, keep: Tensor | None, *, inplace: bool = False) -> Tensor:
     """Softmax over the last dim, skipping blocked keys; rows with no kept key give all zeros.
 
     ``scores (..., T, S)``, ``keep`` bool broadcastable to it (True = may attend) or ``None``.
     No ``-1e9`` fill (it overflows in float16): blocked scores become ``-inf``, rows that would be
     all ``-inf`` are neutralised before the softmax and zeroed after it.
+
+    ``inplace=True`` reuses ``scores`` for the fills (and for the softmax itself when ``scores``
+    needs no gradient): for a fresh scores tensor that nobody else reads, it saves whole
+    ``(..., T, S)`` allocations. Default: ``False``.
     """
+    no_grad = not scores.requires_grad
     if keep is None:
-        return torch.softmax(scores, dim=-1)
+        return torch.softmax(scores, -1, out=scores) if inplace and no_grad else torch.softmax(scores, -1)
     any_kept = keep.any(dim=-1, keepdim=True)                     # (..., T, 1)
-    scores = scores.masked_fill(~keep, float("-inf"))
-    scores = scores.masked_fill(~any_kept, 0.0)                   # no all -inf rows -> no NaN
-    weights = torch.softmax(scores, dim=-1)
-    return weights.masked_fill(~keep, 0.0)                        # fully blocked rows -> 0
+    empty_rows = None if bool(any_kept.all()) else ~any_kept
+    if inplace:
+        scores = scores.masked_fill_(~keep, float("-inf"))
+        if empty_rows is not None:
+            scores = scores.masked_fill_(empty_rows, 0.0)         # no all -inf rows -> no NaN
+    else:
+        scores = scores.masked_fill(~keep, float("-inf"))
+        if empty_rows is not None:
+            scores = scores.masked_fill(empty_rows, 0.0)
+    weights = torch.softmax(scores, -1, out=scores) if inplace and no_grad else torch.softmax(scores, -1)
+    if empty_rows is None:
+        return weights                                            # blocked keys got exp(-inf) = 0
+    # Fully blocked rows -> 0 (the softmax output is saved for backward: not in place then).
+    return weights.masked_fill_(empty_rows, 0.0) if inplace and no_grad else weights.masked_fill(empty_rows, 0.0)
 
 
 def scaled_dot_product_attention(

@@ -248,17 +248,15 @@ class MultiHeadAttention(nn.Module):
         B, H, T, D = q.shape
         K, S = k.shape[1], k.shape[2]
         G = H // K
-        q = q.view(B, K, G, T, D)                                   # group query heads by kv head
-        scores = q @ k.unsqueeze(2).transpose(-2, -1)               # (B,K,G,T,D) @ (B,K,1,D,S) -> (B,K,G,T,S)
-        scores = scores * (1.0 / math.sqrt(D))
-        if keep is not None:
-            Bm, Hm = keep.shape[:2]
-            keep = keep.reshape(Bm, K, G, T, S) if Hm == H else keep.unsqueeze(2)  # (B|1, K|1, G|1, T, S)
-        weights = masked_softmax(scores, keep)                      # (B, K, G, T, S)
+        # Scale q (T*D values) rather than the scores (T*S values), as torch does.
+        q = (q * (1.0 / math.sqrt(D))).reshape(B, K, G * T, D)     # the G query heads of a kv head, stacked
+        scores = q @ k.transpose(-2, -1)                            # (B,K,G*T,D) @ (B,K,D,S) -> (B,K,G*T,S)
+        scores = scores.view(B, H, T, S)                            # head h = kv head h // G, group member h % G
+        weights = masked_softmax(scores, keep, inplace=True)        # (B, H, T, S); keep (B|1, H|1, T, S)
         if dropout_p > 0.0:
             weights = F.dropout(weights, p=dropout_p, training=True)
-        ctx = weights @ v.unsqueeze(2)                              # (B,K,G,T,S) @ (B,K,1,S,D) -> (B,K,G,T,D)
-        return ctx.reshape(B, H, T, D), weights.reshape(B, H, T, S)
+        ctx = weights.view(B, K, G * T, S) @ v                      # (B,K,G*T,S) @ (B,K,S,D) -> (B,K,G*T,D)
+        return ctx.view(B, H, T, D), weights
 
     def _fused(self, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, dropout_p: float,
                causal_only: bool) -> Tensor:

@@ -212,6 +212,37 @@ def test_need_weights_false_matches_torch_need_weights_false(gen, batch_first, m
     torch.testing.assert_close(out, ref_out)
 
 
+@pytest.mark.parametrize("grad_mode", [torch.no_grad, torch.inference_mode])
+@pytest.mark.parametrize("mask", ["none", "causal", "padding"])
+@pytest.mark.parametrize("kv_heads", [H, 2])
+def test_explicit_path_without_autograd_matches_the_autograd_result(gen, grad_mode, mask, kv_heads):
+    """Without autograd the explicit path reuses the scores buffer in place: same numbers."""
+    torch.manual_seed(0)
+    ours = MultiHeadAttention(E, H, num_kv_heads=kv_heads).eval()
+    B, T = 3, 6
+    x = _x(gen, B, T, E)
+    kwargs = {"none": {}, "causal": {"is_causal": True},
+              "padding": {"padding_mask": make_padding_mask([6, 0, 2], T)}}[mask]
+    with_grad = ours(x, **kwargs)
+    assert with_grad[0].requires_grad
+    with grad_mode():
+        without = ours(x, **kwargs)
+    torch.testing.assert_close(without, tuple(t.detach() for t in with_grad))
+
+
+@pytest.mark.parametrize("grad_mode", [torch.no_grad, torch.inference_mode])
+def test_inference_mode_matches_torch(gen, grad_mode):
+    ref = _torch_mha()
+    ours = MultiHeadAttention.from_torch(ref)
+    x = _x(gen, 2, 5, E)
+    causal = make_causal_mask(5, dtype=torch.bool)
+    with grad_mode():
+        out, w = ours(x, is_causal=True)
+        ref_out, ref_w = _run_torch(ref, x, x, x, keep=causal)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(w, ref_w)
+
+
 # ---------------------------------------------------------------------------------------------
 # need_weights=False (fused F.scaled_dot_product_attention) agrees with the explicit path
 
