@@ -11,10 +11,11 @@ B=4, E=512, H=8, self-attention, T in {64, 256, 1024}, both modules with the sam
 
 Each figure is the median of ``--repeats`` timed calls after warm-up; ours and torch alternate
 call by call in the same run (which one goes first alternates too), so drifting machine load hits
-both. The script also reports which path torch took for (b): in eval mode under inference_mode,
-``nn.MultiheadAttention`` takes its fused native fast path (``aten::_native_multi_head_attention``)
-when it can, so (b) compares our three projections + ``F.scaled_dot_product_attention`` +
-out-projection with that fused kernel. A last line times one training step (forward + backward,
+both. The script also reports which path torch took: in eval mode under inference_mode,
+``nn.MultiheadAttention`` takes its fused native fast path (``torch._native_multi_head_attention``)
+when it can (for self-attention, with or without weights), so both comparisons put our three
+projections + explicit attention or ``F.scaled_dot_product_attention`` + out-projection against
+that fused kernel. A last line times one training step (forward + backward,
 train mode, grad enabled) at a middle T.
 """
 from __future__ import annotations
@@ -70,8 +71,8 @@ def _make_pair(device: torch.device, dtype: torch.dtype) -> tuple[MultiHeadAtten
     return MultiHeadAttention.from_torch(ref).eval(), ref
 
 
-def _torch_path(ref: nn.MultiheadAttention, x: torch.Tensor) -> str:
-    """Which implementation torch runs for need_weights=False (spy on its fused-kernel entry)."""
+def _torch_path(ref: nn.MultiheadAttention, x: torch.Tensor, need_weights: bool) -> str:
+    """Which implementation torch runs (spy on the entry of its fused native kernel)."""
     native = torch._native_multi_head_attention
     calls = []
 
@@ -81,12 +82,12 @@ def _torch_path(ref: nn.MultiheadAttention, x: torch.Tensor) -> str:
 
     torch._native_multi_head_attention = spy
     try:
-        ref(x, x, x, need_weights=False)
+        ref(x, x, x, need_weights=need_weights, average_attn_weights=False)
     finally:
         torch._native_multi_head_attention = native
     if calls:
-        return "torch ran its fused native fast path (torch._native_multi_head_attention)"
-    return "torch ran its Python path (F.multi_head_attention_forward)"
+        return "its fused native fast path (torch._native_multi_head_attention)"
+    return "its Python path (F.multi_head_attention_forward)"
 
 
 def bench_device(device: torch.device, seq_lens: tuple[int, ...], repeats: int, warmup: int,
@@ -106,7 +107,8 @@ def bench_device(device: torch.device, seq_lens: tuple[int, ...], repeats: int, 
             torch.testing.assert_close(w1, w2, **tol)
             torch.testing.assert_close(ours(x, need_weights=False)[0], ref(x, x, x, need_weights=False)[0], **tol)
             if not path_note:
-                path_note = _torch_path(ref, x)
+                path_note = (f"torch ran (a) {_torch_path(ref, x, True)}; "
+                             f"(b) {_torch_path(ref, x, False)}")
             a = _time_pair(lambda: ours(x, need_weights=True),
                            lambda: ref(x, x, x, need_weights=True, average_attn_weights=False),
                            n, warmup, device)
@@ -121,7 +123,7 @@ def bench_device(device: torch.device, seq_lens: tuple[int, ...], repeats: int, 
     print(f"\n{name} ({device}), {dtype}, torch {torch.__version__}, threads={threads}, "
           f"B={B} E={E} H={H}, eval mode under torch.inference_mode(), median of {repeats} "
           f"interleaved calls (fewer at T=1024 on CPU) after {warmup} warm-up calls")
-    print(f"(b): {path_note}")
+    print(path_note)
     head = f"{'T':>5}  {'comparison':<16} {'ours ms':>9} {'torch ms':>9} {'ratio':>6} {'target':>7}  verdict"
     print(head)
     print("-" * len(head))
