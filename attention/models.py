@@ -26,9 +26,11 @@ from torch import Tensor, nn
 from .multihead import MultiHeadAttention
 
 __all__ = [
+    "EmbeddingsToLogits",
     "INDUCTION_WEIGHTS",
     "TinyTransformer",
     "TransformerConfig",
+    "induction_embeddings_to_logits",
     "load_induction_model",
     "load_model",
     "read_metadata",
@@ -218,6 +220,31 @@ class TinyTransformer(nn.Module):
         return self.forward_embeddings(self.embed(idx), need_weights=need_weights)
 
 
+class EmbeddingsToLogits(nn.Module):
+    """``x (B, T, E)`` embeddings -> ``logits (B, T, V)``: a model's float-to-float part.
+
+    The look-ahead checks (``check_output_invariance``, ``dependency_map``) perturb or
+    differentiate float inputs; token ids are neither, so they check this path (everything after
+    the embeddings, where any leak would be).
+    """
+
+    def __init__(self, model: TinyTransformer) -> None:
+        super().__init__()
+        if not isinstance(model, TinyTransformer):
+            raise TypeError(f"expected a TinyTransformer but found {type(model).__name__}")
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.forward_embeddings(x, need_weights=False)[0]
+
+
+def induction_embeddings_to_logits() -> EmbeddingsToLogits:
+    """The shipped model's embeddings -> logits path, for
+    ``python -m attention.verify --model attention.models:induction_embeddings_to_logits --dim 64 --seq-len 32``.
+    """
+    return EmbeddingsToLogits(load_induction_model())
+
+
 # ------------------------------------------------------------------------------------------------
 # Saving and loading (safetensors: tensors + a JSON header, no pickle)
 
@@ -281,7 +308,8 @@ def load_model(path: str | Path) -> TinyTransformer:
         config = TransformerConfig.from_dict(meta.get("config"))
     except (TypeError, ValueError) as err:
         raise ValueError(f"weights file {path}: bad config in metadata: {err}") from None
-    model = TinyTransformer(config)
+    with torch.random.fork_rng(devices=[]):                          # init draws: not the caller's RNG
+        model = TinyTransformer(config)
     want = model.state_dict()
     try:
         with _open(path) as f:
