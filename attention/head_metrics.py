@@ -1,15 +1,18 @@
 """What each attention head does: previous-token score, induction score and entropy.
 
-On sequences made of a random block of tokens repeated with period ``p`` (``x[i] = x[i - p]``):
+``head_metrics(model)`` measures every head on the standard induction probe: a block of
+``T // 2`` distinct random tokens, twice (``x[i] = x[i - p]`` for ``i >= p = T // 2``):
 
 - previous-token score: mean weight a query ``i >= 1`` puts on key ``i - 1``;
-- induction score: mean weight a query in the repeated part (``i >= p``, the second occurrence of
+- induction score: mean weight a query in the second copy (``i >= p``, the second occurrence of
   the token first seen at ``i - p``) puts on key ``i - p + 1``, the token that followed the first
   occurrence, which is what comes next;
 - entropy: mean over queries of ``-sum_s w log w`` in nats (0 = one key; query ``i`` can reach at
   most ``log(i + 1)``).
 
-The tokens of one period are distinct, so "the previous occurrence of this token" is unambiguous.
+The score functions also take the training data of ``python -m attention.train``
+(``repeated_random_tokens``: a random period per sequence, optionally after a random lead-in).
+Tokens before the repeat are distinct, so "the previous occurrence of this token" is unambiguous.
 
 Shape legend: ``B`` batch, ``T`` positions, ``L`` layers, ``H`` heads, ``V`` vocabulary.
 """

@@ -1,10 +1,15 @@
 """``python -m attention.train``: train the tiny transformer whose heads learn induction.
 
 The task: random token sequences that repeat with a period drawn per sequence (6..16 by default,
-``T = 32``, ``V = 64``). Tokens of the first period are unpredictable; every later token is the one
-that followed the previous occurrence of the current token. A fixed period would let the model
-read the answer off positions; a random one forces a previous-token head (layer 0) and an induction
-head (layer 1) that looks for "the token after the last time I saw this token".
+``T = 32``, ``V = 64``), the repeating block starting after a random-length lead-in of random
+tokens. Tokens before the first repeat are unpredictable; every later token is the one that
+followed the previous occurrence of the current token. A fixed period would let the model read the
+answer off positions; a random one forces a previous-token head (layer 0) and an induction head
+(layer 1) that looks for "the token after the last time I saw this token". The random start
+matters too: if every block started at position 0, first occurrences would all sit in positions
+0..15 and the layer-0 head would only need to look back there (trained that way it does: about 0.9
+on the previous token for queries 1..15 and under 0.1 after); with the start drawn it looks back
+from queries 1..25 (about 0.97), every position an induction head can need with periods >= 6.
 
 Everything is seeded: data from a ``torch.Generator``, initialisation from ``torch.manual_seed``
 inside :func:`train` (the global RNG state is restored afterwards), and a fixed thread count, so
@@ -201,8 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak AdamW learning rate (default {d.lr})")
     p.add_argument("--threads", type=int, default=d.threads,
                    help=f"torch CPU threads; fixed so results do not depend on the machine (default {d.threads})")
-    p.add_argument("--min-period", type=int, default=d.min_period, help=f"(default {d.min_period})")
-    p.add_argument("--max-period", type=int, default=d.max_period, help=f"(default {d.max_period})")
+    p.add_argument("--min-period", type=int, default=d.min_period,
+                   help=f"shortest period of the repeating block (default {d.min_period})")
+    p.add_argument("--max-period", type=int, default=d.max_period,
+                   help=f"longest period, below the model's max_len of {m.max_len} (default {d.max_period})")
     p.add_argument("--d-ff", type=int, default=m.d_ff, help=f"MLP size, 0 = attention only (default {m.d_ff})")
     p.add_argument("--out", type=Path, default=INDUCTION_WEIGHTS,
                    help="where to write the safetensors file (default: the shipped weights)")
@@ -220,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.min_period > args.max_period:
         parser.error(f"--min-period {args.min_period} is larger than --max-period {args.max_period}")
+    if not args.lr > 0:
+        parser.error(f"--lr must be > 0, got {args.lr}")
     if args.d_ff < 0:
         parser.error(f"--d-ff must be >= 0, got {args.d_ff}")
     cfg = TrainConfig(seed=args.seed, steps=args.steps, batch=args.batch, lr=args.lr,

@@ -104,6 +104,7 @@ def test_cli_shows_a_progress_bar_and_prints_json(tmp_path, capsys):
         (["--min-period", "9", "--max-period", "8"], r"--min-period 9 is larger than --max-period 8"),
         (["--max-period", "40"], r"max_period < max_len=32"),
         (["--d-ff", "-3"], r"--d-ff must be >= 0"),
+        (["--lr", "0"], r"--lr must be > 0, got 0.0"),
         (["--steps", "many"], r"invalid int value: 'many'"),
     ],
 )
