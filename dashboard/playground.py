@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -258,6 +259,7 @@ class AttentionPlayground(pn.viewable.Viewer):
         self.n_computes = 0
         self.n_invariance_checks = 0
         self._refreshing = False
+        self._lock = threading.RLock()      # served with --num-threads, events may run in parallel
         self._core_key: tuple | None = None
         self._core: dict | None = None
         self._model: MultiHeadAttention | None = None
@@ -288,6 +290,10 @@ class AttentionPlayground(pn.viewable.Viewer):
 
     @param.depends(*_core_params, "prefix", watch=True, on_init=True)
     def _refresh(self) -> None:
+        with self._lock:
+            self._refresh_locked()
+
+    def _refresh_locked(self) -> None:
         if self._refreshing:          # a nested trigger from _sync_dependent: the outer call finishes
             return
         self._refreshing = True

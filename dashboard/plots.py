@@ -64,7 +64,7 @@ SAME_COLOR = "#16a34a"        # positions 0..L (must not change)
 CHANGED_COLOR = "#f97316"     # positions after L (perturbed)
 MAX_PIXELS = 2**20            # pixels shipped for all head maps together before pooling kicks in
 TICK_LABEL_LIMIT = 32         # token names on the axes up to this many positions
-HEAD_SIZE = 230               # frame width/height of one head's map, px
+HEAD_SIZE = 170               # frame width/height of one head's map, px
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,10 +289,10 @@ def query_heads(result: PlaygroundResult, query: int) -> hv.Image:
 # ----------------------------------------------------------------------------------------------
 # single token, step by step
 def _bars_frame(layers: tuple[Layer, ...], n: int, title: str, xlabel: str, ylabel: str,
-                ticks, rotation: int, ylim, width: int = 250) -> Frame:
+                ticks, rotation: int, ylim, width: int = 165) -> Frame:
     return Frame(layers=layers, title=title, xlim=(-0.5, n - 0.5), ylim=ylim, xticks=ticks,
                  xrotation=rotation, tooltips=[(xlabel, "@{%s}" % xlabel), (ylabel, "@top{0.0000}")],
-                 opts=dict(frame_width=width, frame_height=150, xlabel=xlabel, ylabel=ylabel,
+                 opts=dict(frame_width=width, frame_height=140, xlabel=xlabel, ylabel=ylabel,
                            fontsize={"title": "10pt"}))
 
 
@@ -324,7 +324,7 @@ def single_token_frames(steps: SingleTokenSteps, tokens: tuple[str, ...]) -> lis
         _bars_frame((_bars(steps.weights.numpy(), "#9333ea", "key", "weight"),), T,
                     "4 · softmax weights (sum to 1)", "key", "weight", ticks, rot, (0, 1.05)),
         _bars_frame((_bars(out, "#0f766e", "dim", "value"),), len(out), "5 · output = Σ weight · v",
-                    "dim", "value", _number_ticks(len(out)), 0, _value_lim(out), width=200),
+                    "dim", "value", _number_ticks(len(out)), 0, _value_lim(out), width=150),
     ]
 
 

@@ -16,6 +16,7 @@ dropped, new heads get new figures, the others stay.
 """
 from __future__ import annotations
 
+import threading
 from contextlib import ExitStack
 from functools import partial
 
@@ -45,8 +46,7 @@ td.ap-want { color: var(--ap-muted); }
 
 TEXT = {
     "intro": """
-## Attention Playground
-An untrained multi-head self-attention layer (this project's PyTorch library, weights drawn from
+**What you are looking at:** an untrained multi-head self-attention layer (this project's PyTorch library, weights drawn from
 the seed) applied to a sequence of tokens. Change the controls on the left and every view below
 is recomputed and redrawn in place. Hover a map for exact numbers; click a row to select a query.
 """,
@@ -109,6 +109,22 @@ def _md(key: str, **kw) -> pn.pane.Markdown:
     return pn.pane.Markdown(TEXT[key].strip(), css_classes=[f"ap-text-{key}"], **kw)
 
 
+def _Wrap(*objects, **kw) -> pn.Row:
+    """A row that wraps onto new lines (``pn.FlexBox`` left figures blank inside ``pn.Tabs``)."""
+    styles = {"flex-wrap": "wrap", **kw.pop("styles", {})}
+    return pn.Row(*objects, styles=styles, **kw)
+
+
+def _figure_pane(live: LivePlot, *classes: str) -> pn.pane.Bokeh:
+    """A pane for a live figure; the classes go on the figure itself (the element in the DOM).
+
+    ``flex: none`` keeps fixed-size figures from being squeezed to nothing by flex layouts
+    (seen inside ``pn.Tabs``).
+    """
+    live.figure.css_classes = [*live.figure.css_classes, *classes]
+    return pn.pane.Bokeh(live.figure, margin=(0, 4), styles={"flex": "none"})
+
+
 def _clamp(value: float | None, n: int) -> int | None:
     """Nearest index in ``0..n-1`` of a tap coordinate (``None`` outside any figure)."""
     if value is None:
@@ -131,10 +147,11 @@ class PlaygroundView:
         self._last: PlaygroundResult = r
         self._head_frames: dict[int, plots.Frame] = {}
         self._mask_key = None
+        self._lock = threading.RLock()
 
         self.controls = pn.Param(
-            pg, parameters=list(WIDGETS), widgets=WIDGETS, show_name=False,
-            sizing_mode="stretch_width", css_classes=["ap-controls"],
+            pg, parameters=list(WIDGETS), widgets=WIDGETS, show_name=False, width=285,
+            css_classes=["ap-controls"],
         )
         self.download = pn.widgets.FileDownload(
             callback=self._download_html, filename="attention-playground.html",
@@ -144,23 +161,24 @@ class PlaygroundView:
 
         self.colorbar = pn.pane.HoloViews(plots.colorbar_strip(), margin=(0, 4),
                                           css_classes=["ap-colorbar"])
-        self.heads_box = pn.FlexBox(self.colorbar, css_classes=["ap-heads"], sizing_mode="stretch_width")
+        self.heads_box = _Wrap(self.colorbar, css_classes=["ap-heads"], sizing_mode="stretch_width")
         self.head_plots: list[LivePlot] = []
         self._sync_grid(r)
 
         self.query_plot = LivePlot(self._query_frame(r))
         self.query_plot.figure.on_event(Tap, self._on_tap_head)
-        self.query_pane = pn.pane.Bokeh(self.query_plot.figure, css_classes=["ap-query-plot"])
+        self.query_pane = _figure_pane(self.query_plot, "ap-query-plot")
 
         self.single_plots = [LivePlot(f) for f in self._single_frames(r)]
-        self.single_pane = pn.FlexBox(*[pn.pane.Bokeh(p.figure, margin=(0, 4)) for p in self.single_plots],
+        self.single_pane = _Wrap(*[_figure_pane(p, f"ap-step-{i + 1}")
+                                        for i, p in enumerate(self.single_plots)],
                                       css_classes=["ap-single-token"], sizing_mode="stretch_width")
 
         self.mask_plot = LivePlot(plots.mask_frame(r))
         self._mask_key = (r.seq_len, r.causal, r.tokens)
-        self.mask_pane = pn.pane.Bokeh(self.mask_plot.figure, css_classes=["ap-mask"])
+        self.mask_pane = _figure_pane(self.mask_plot, "ap-mask")
         self.invariance_plot = LivePlot(plots.invariance_frame(r))
-        self.inv_pane = pn.pane.Bokeh(self.invariance_plot.figure, css_classes=["ap-invariance-chart"])
+        self.inv_pane = _figure_pane(self.invariance_plot, "ap-invariance-chart")
         self.verdict = pn.pane.HTML(plots.verdict_html(r), css_classes=["ap-verdict-pane"],
                                     stylesheets=[CSS])
         self.stats = pn.pane.HTML(plots.invariance_summary_html(r), css_classes=["ap-stats-pane"],
@@ -197,8 +215,7 @@ class PlaygroundView:
             for h in range(n, H):
                 live = LivePlot(self._head_frame(r, h, self.pg.query))
                 live.figure.on_event(Tap, self._on_tap_query)
-                new.append(pn.pane.Bokeh(live.figure, margin=(0, 4),
-                                         css_classes=["ap-head-heatmap", f"ap-head-{h}"]))
+                new.append(_figure_pane(live, "ap-head-heatmap", f"ap-head-{h}"))
                 self.head_plots.append(live)
             self.heads_box.extend(new)
 
@@ -213,7 +230,7 @@ class PlaygroundView:
 
     def _on_change(self, *events) -> None:
         """Send what changed to the figures, inside one ``hold`` per document (one patch)."""
-        with ExitStack() as stack:
+        with self._lock, ExitStack() as stack:
             for doc in self._documents():
                 stack.enter_context(pn.io.hold(doc))
             self._update(self.pg.result, {e.name for e in events})
@@ -281,7 +298,7 @@ class PlaygroundView:
         heads = pn.Column(_md("heads", max_width=900), self.heads_box, **section)
         query = pn.Row(self.query_pane, _md("query", width=330), **section)
         single = pn.Column(_md("single", max_width=900), self.single_pane, **section)
-        self.analysis = pn.FlexBox(
+        self.analysis = _Wrap(
             self.mask_pane, pn.Column(self.verdict, self.stats, width=380), self.inv_pane,
             sizing_mode="stretch_width", css_classes=["ap-invariance"],
         )
