@@ -1,0 +1,273 @@
+"""Serve the dashboard and drive Debian's chromium: helpers shared by the browser tests and
+``scripts/make_screenshots.py``.
+
+- :class:`AppServer` runs ``python -m panel serve dashboard/app.py`` (the README's command) on a
+  free port in a subprocess, waits until it answers, checks its log and always stops it.
+- :func:`launch_chromium` starts ``/usr/bin/chromium`` headless through playwright's sync API
+  (``playwright install`` is never used: the browser comes from apt).
+- :class:`PageWatch` records a page's console errors, uncaught exceptions and requests.
+- :func:`open_app`, :func:`head_count`, :func:`verdict`, :func:`click_heatmap_row`, ... act on the
+  CSS-class hooks documented at the top of ``dashboard/app.py``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+APP_SCRIPT = "dashboard/app.py"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--no-first-run", "--disable-quic", "--disable-sync",
+]
+SESSION_OPEN = "Websocket connection 0 is now open"   # bokeh's console message once a session is live
+HANDLER_ERROR = "Error running application handler"   # bokeh's log line when app.py raised
+
+# Console errors that are not the app's fault. Each entry: (pattern, why it is harmless).
+# Kept empty unless a real case shows up; every entry must say why it may be ignored.
+IGNORED_CONSOLE: list[tuple[str, str]] = []
+
+
+class BrowserSetupError(RuntimeError):
+    """Chromium is missing or cannot start."""
+
+
+# ----------------------------------------------------------------------------------------------
+# the server
+def free_port() -> int:
+    """A TCP port that nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppServer:
+    """``python -m panel serve dashboard/app.py --port P --num-threads 2`` in a subprocess.
+
+    Use as a context manager (the server is stopped on exit, whatever happened)::
+
+        with AppServer() as server:
+            page.goto(server.url)
+
+    Args:
+        script: the app script, relative to the repository root. Default: ``dashboard/app.py``.
+        port: the port. Default: a free one.
+        startup_timeout: seconds to wait for the first HTTP answer. Default: 90.
+    """
+
+    def __init__(self, script: str = APP_SCRIPT, *, port: int | None = None,
+                 startup_timeout: float = 90.0):
+        self.script = script
+        self.port = port or free_port()
+        self.startup_timeout = startup_timeout
+        self.url = f"http://localhost:{self.port}/{Path(script).stem}"
+        self._log = tempfile.NamedTemporaryFile(prefix="panel-serve-", suffix=".log", delete=False)
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "AppServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        cmd = [sys.executable, "-m", "panel", "serve", self.script, "--port", str(self.port),
+               "--num-threads", "2"]
+        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            self._wait_until_answering()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_answering(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"panel serve exited with code {self.proc.returncode} before "
+                                   f"answering:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=30) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"panel serve did not answer {self.url} within "
+                                   f"{self.startup_timeout:.0f} s:\n{self.log()}")
+            time.sleep(0.3)
+        self.check_log()
+
+    def log(self) -> str:
+        """Everything the server printed so far."""
+        return Path(self._log.name).read_text(errors="replace")
+
+    def check_log(self) -> None:
+        """Raise if the app script failed (the server still answers HTTP 200 when it does)."""
+        text = self.log()
+        if HANDLER_ERROR in text or "Traceback (most recent call last)" in text:
+            raise AssertionError(f"the served app raised (server log follows):\n{text}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+    def remove_log(self) -> None:
+        Path(self._log.name).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# the browser
+def launch_chromium(playwright, **kw):
+    """Debian's headless chromium through playwright (``kw`` goes to ``chromium.launch``)."""
+    if not CHROMIUM.exists():
+        raise BrowserSetupError(
+            f"{CHROMIUM} not found: the browser tests drive Debian's chromium. Install it with "
+            "`sudo apt-get install chromium` (./dev test does this); `playwright install` is not used.")
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                      args=CHROMIUM_ARGS, **kw)
+
+
+@dataclass
+class PageWatch:
+    """What a page reported: console errors, uncaught exceptions, every request it tried.
+
+    ``errors()`` leaves out :data:`IGNORED_CONSOLE` matches (and says nothing of them).
+    """
+
+    console: list[str] = field(default_factory=list)        # all console messages, "type: text"
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+    failed_requests: list[str] = field(default_factory=list)
+
+    @classmethod
+    def attach(cls, page) -> "PageWatch":
+        w = cls()
+        page.on("console", w._on_console)
+        page.on("pageerror", lambda exc: w.page_errors.append(str(exc)))
+        page.on("request", lambda req: w.requests.append(req.url))
+        page.on("requestfailed", lambda req: w.failed_requests.append(f"{req.url} ({req.failure})"))
+        return w
+
+    def _on_console(self, msg) -> None:
+        self.console.append(f"{msg.type}: {msg.text}")
+        if msg.type == "error":
+            loc = msg.location or {}
+            where = f" [{loc.get('url')}:{loc.get('lineNumber')}]" if loc.get("url") else ""
+            self.console_errors.append(msg.text + where)
+
+    def errors(self) -> list[str]:
+        """Console errors and uncaught page exceptions, minus the known harmless ones."""
+        found = [e for e in self.console_errors
+                 if not any(re.search(pat, e) for pat, _ in IGNORED_CONSOLE)]
+        return found + [f"uncaught: {e}" for e in self.page_errors]
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in self.console)
+
+
+def open_app(page, url: str, *, timeout: float = 60_000) -> PageWatch:
+    """Go to the served app, wait for the live session and the head maps; return its watch."""
+    watch = PageWatch.attach(page)
+    with page.expect_console_message(lambda m: SESSION_OPEN in m.text, timeout=timeout):
+        page.goto(url, timeout=timeout)
+    page.locator(".ap-head-heatmap").first.wait_for(state="visible", timeout=timeout)
+    return watch
+
+
+# ----------------------------------------------------------------------------------------------
+# reading and driving the playground (CSS-class hooks from dashboard/app.py)
+def head_count(page) -> int:
+    return page.locator(".ap-head-heatmap").count()
+
+
+def verdict(page) -> str:
+    """``PASS`` or ``FAIL``: the ``data-verdict`` of the invariance badge."""
+    return page.locator(".ap-verdict-pane .ap-badge").get_attribute("data-verdict")
+
+
+def wait_for(page, predicate, *, timeout: float = 20.0, what: str = "condition"):
+    """Poll ``predicate()`` (a Python callable that reads the page) until truthy; return its value.
+
+    Server round trips arrive asynchronously; playwright's own waits cannot look into Python.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} "
+                                 f"(last value {value!r})")
+        page.wait_for_timeout(100)
+
+
+def slider_value(page, css: str) -> str:
+    """The value a Panel slider shows in its title (``Label: value``)."""
+    title = page.locator(f"{css} .bk-slider-title").first.inner_text()
+    return title.rsplit(":", 1)[-1].strip()
+
+
+def nudge_slider(page, css: str, key: str = "ArrowRight", times: int = 1) -> None:
+    """Move a slider's handle with the keyboard (``times`` key presses)."""
+    handle = page.locator(f"{css} .noUi-handle").first
+    handle.focus()
+    for _ in range(times):
+        handle.press(key)
+
+
+_PLOT_VIEW_JS = """(el) => {
+    const view = [...Bokeh.index.all_views()].find(v => v.el === el && v.frame !== undefined);
+    if (view === undefined) throw new Error("no Bokeh plot view on this element");
+    return view;
+}"""
+
+
+def figure_title(page, css: str) -> str:
+    """The title text of the Bokeh figure whose host element has the class ``css``."""
+    return page.locator(css).first.evaluate(f"el => ({_PLOT_VIEW_JS})(el).model.title.text")
+
+
+def figure_frame_point(page, css: str, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of the data point ``(x, y)`` in the Bokeh figure whose host has ``css``.
+
+    Reads the figure's own scales (``Bokeh.index``), so it does not depend on axis or title sizes.
+    """
+    host = page.locator(css).first
+    host.scroll_into_view_if_needed()
+    return host.evaluate(
+        f"""(el, [x, y]) => {{
+            const view = ({_PLOT_VIEW_JS})(el);
+            const r = el.getBoundingClientRect();
+            return [r.left + view.frame.x_scale.compute(x), r.top + view.frame.y_scale.compute(y)];
+        }}""",
+        [x, y],
+    )
+
+
+def click_heatmap_row(page, head: int, row: int, key: float = 0.0) -> None:
+    """Click head ``head``'s map at query row ``row`` (and key column ``key``)."""
+    px, py = figure_frame_point(page, f".ap-head-{head}", key, row)
+    page.mouse.click(px, py)

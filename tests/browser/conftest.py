@@ -1,0 +1,53 @@
+"""Fixtures for the browser tests: one chromium per test session, one app server per module.
+
+The browser is Debian's ``/usr/bin/chromium`` driven by playwright's sync API; when it is missing
+the tests fail with an install hint (CI installs it with apt-get through ``./dev test``).
+Helpers live in ``_harness.py`` (shared with ``scripts/make_screenshots.py``).
+"""
+from __future__ import annotations
+
+import pytest
+
+from _harness import AppServer, BrowserSetupError, launch_chromium
+
+VIEWPORT = {"width": 1400, "height": 1000}
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless chromium for the whole test session."""
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        try:
+            b = launch_chromium(pw)
+        except (BrowserSetupError, PlaywrightError) as exc:
+            pytest.fail(f"cannot start chromium for the browser tests: {exc}", pytrace=False)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def app_server():
+    """``python -m panel serve dashboard/app.py`` on a free port, stopped after the module."""
+    server = AppServer()
+    try:
+        server.start()
+    except (RuntimeError, AssertionError) as exc:
+        server.remove_log()
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.remove_log()
+
+
+@pytest.fixture
+def context(browser):
+    """A fresh browser context (its own cookies and storage: a separate visitor)."""
+    ctx = browser.new_context(viewport=VIEWPORT)
+    ctx.set_default_timeout(30_000)
+    yield ctx
+    ctx.close()
