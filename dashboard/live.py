@@ -23,12 +23,13 @@ from holoviews.core.util import dimension_sanitizer
 
 from .plots import Frame, Layer, to_element
 
-__all__ = ["LivePlot", "layer_source_data"]
+__all__ = ["LivePlot", "layer_source_data", "render"]
 
 
-def _renderer():
+def render(element):
+    """The HoloViews (Bokeh) plot of ``element``; ``.state`` is the Bokeh figure."""
     import holoviews as hv
-    return hv.renderer("bokeh")
+    return hv.renderer("bokeh").get_plot(element)
 
 
 def layer_source_data(layer: Layer, columns) -> dict | None:
@@ -70,8 +71,10 @@ class LivePlot:
     """
 
     def __init__(self, frame: Frame):
-        self.plot = _renderer().get_plot(to_element(frame))
+        self.plot = render(to_element(frame))
         self.figure = self.plot.state
+        if self.figure.sizing_mode == "fixed" and self.figure.width is None:
+            self.figure.sizing_mode = None    # sized by frame_width/height; avoids Bokeh's W-1005
         self._leaves = list(self.plot.subplots.values()) if len(frame.layers) > 1 else [self.plot]
         self._kinds = [layer.kind for layer in frame.layers]
         self._hover = list(self.figure.select(type=HoverTool))   # select() walks the model graph
