@@ -161,6 +161,7 @@ class PageWatch:
     page_errors: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
+    websockets: list[str] = field(default_factory=list)
 
     @classmethod
     def attach(cls, page) -> "PageWatch":
@@ -169,6 +170,7 @@ class PageWatch:
         page.on("pageerror", lambda exc: w.page_errors.append(str(exc)))
         page.on("request", lambda req: w.requests.append(req.url))
         page.on("requestfailed", lambda req: w.failed_requests.append(f"{req.url} ({req.failure})"))
+        page.on("websocket", lambda ws: w.websockets.append(ws.url))
         return w
 
     def _on_console(self, msg) -> None:
@@ -186,6 +188,24 @@ class PageWatch:
 
     def saw(self, text: str) -> bool:
         return any(text in line for line in self.console)
+
+
+def block_network(context, allowed_url: str) -> list[str]:
+    """Abort every request of ``context`` except ``allowed_url``; return the list of the others.
+
+    The returned list fills as the pages try to load things (http, https, file, ...).
+    """
+    attempts: list[str] = []
+
+    def handle(route):
+        if route.request.url == allowed_url:
+            route.continue_()
+        else:
+            attempts.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", handle)
+    return attempts
 
 
 def open_app(page, url: str, *, timeout: float = 60_000) -> PageWatch:
