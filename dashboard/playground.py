@@ -217,6 +217,10 @@ class AttentionPlayground(pn.viewable.Viewer):
 
     When ``text`` holds words, they become the sequence: ``seq_len`` follows the word count and is
     read-only (constant) until the text is cleared.
+
+    Dependent bounds: ``prefix`` and ``query`` live in ``0..seq_len-1`` and ``view_head`` in
+    ``0..num_heads-1``; shrinking T or H clamps them. The bounds are those of the current T, so
+    grow T first, then move L or the query past the old end (one ``param.update`` cannot do both).
     """
 
     seq_len = param.Integer(default=16, bounds=(1, MAX_SEQ_LEN), label="Sequence length T", doc="""
