@@ -1,0 +1,155 @@
+"""plots.py: frames and HoloViews elements, checked on the Bokeh models HoloViews renders."""
+from __future__ import annotations
+
+import holoviews as hv
+import numpy as np
+import pytest
+from bokeh.models import HoverTool
+
+from dashboard import plots
+from dashboard.playground import AttentionPlayground, single_token_steps
+
+RENDERER = hv.renderer("bokeh")
+
+
+def render(element):
+    return RENDERER.get_plot(element)
+
+
+@pytest.fixture(scope="module")
+def pg():
+    return AttentionPlayground(seq_len=9, num_heads=3, head_dim=4, prefix=4, query=6)
+
+
+@pytest.mark.parametrize("head", [0, 2])
+def test_head_map_row_i_is_query_i_and_query_0_is_at_the_top(pg, head):
+    plot = render(plots.head_heatmap(pg.result, head))
+    img = plot.handles["source"].data["image"][0]
+    w = pg.result.weights[head].numpy()
+    np.testing.assert_array_equal(img, w)                 # Bokeh draws image row r at y = r
+    fig = plot.state
+    assert fig.y_range.start > fig.y_range.end            # inverted: y = 0 (query 0) on top
+    assert (fig.y_range.end, fig.y_range.start) == (-0.5, 8.5)
+    data = plot.handles["source"].data
+    assert (data["x"][0], data["y"][0], data["dw"][0], data["dh"][0]) == (-0.5, -0.5, 9, 9)
+    el = plots.head_heatmap(pg.result, head)
+    for i in (0, 3, 8):                                   # the element's value at y = i is row i
+        for j in (0, 5):
+            assert el[j, i] == pytest.approx(float(w[i, j]))
+
+
+def test_head_map_has_a_fixed_0_to_1_colour_scale_and_hover(pg):
+    plot = render(plots.head_heatmap(pg.result, 1))
+    mapper = plot.handles["color_mapper"]
+    assert (mapper.low, mapper.high) == (0, 1)
+    hover = plot.state.select_one({"type": HoverTool})
+    labels = [label for label, _ in hover.tooltips]
+    assert labels == ["head", "query", "key", "weight"] and hover.tooltips[0][1] == "1"
+
+
+def test_head_map_labels_axes_with_tokens_for_short_sequences():
+    pg = AttentionPlayground(text="one two three")
+    fig = render(plots.head_heatmap(pg.result, 0)).state
+    assert fig.xaxis[0].major_label_overrides == {0: "one", 1: "two", 2: "three"}
+    assert fig.yaxis[0].major_label_overrides == {0: "one", 1: "two", 2: "three"}
+
+
+def test_long_sequences_get_numbered_ticks_not_token_names():
+    pg = AttentionPlayground(seq_len=100, num_heads=1)
+    ticks = plots.head_frame(pg.result, 0).xticks
+    assert ticks[0] == (0, "0") and len(ticks) <= 12 and all(label.isdigit() for _, label in ticks)
+
+
+def test_huge_maps_are_max_pooled_to_a_screen_sized_image():
+    pg = AttentionPlayground(seq_len=1024, num_heads=16, head_dim=2)
+    frame = plots.head_frame(pg.result, 3)
+    A = frame.layers[0].array
+    assert A.shape == (256, 256) and "max of 4×4" in frame.title
+    w = pg.result.weights[3].numpy()
+    assert A[10, 20] == w[40:44, 80:84].max()
+    assert frame.layers[0].bounds == (-0.5, -0.5, 1023.5, 1023.5)
+
+
+@pytest.mark.parametrize("T, maps, f", [(16, 4, 1), (256, 16, 1), (512, 4, 1), (1024, 16, 4),
+                                        (1000, 16, 4), (300, 16, 2)])
+def test_pool_factor_keeps_all_maps_within_the_pixel_budget(T, maps, f):
+    assert plots.pool_factor(T, maps) == f
+    assert maps * (-(-T // f)) ** 2 <= plots.MAX_PIXELS
+
+
+def test_query_marker_sits_on_the_selected_row(pg):
+    el = plots.head_heatmap(pg.result, 0, query=6)
+    assert isinstance(el, hv.Overlay)
+    line = el.get(1)
+    assert isinstance(line, hv.HLine) and line.data == 6
+
+
+def test_query_plot_rows_are_heads_for_the_selected_query(pg):
+    plot = render(plots.query_heads(pg.result, 6))
+    img = plot.handles["source"].data["image"][0]
+    np.testing.assert_array_equal(img, pg.result.weights[:, 6, :].numpy())
+    assert plot.state.title.text.startswith("Query 6")
+    assert plot.state.yaxis[0].major_label_overrides == {0: "head 0", 1: "head 1", 2: "head 2"}
+
+
+def test_query_plot_names_the_token_when_text_is_used():
+    pg = AttentionPlayground(text="a b c d")
+    assert plots.query_frame(pg.result, 2).title.startswith("Query 2 (c)")
+
+
+def test_single_token_panels_show_the_five_steps(pg):
+    steps = single_token_steps(pg.result, 1, 3)
+    frames = plots.single_token_frames(steps, pg.result.tokens)
+    assert [f.title[0] for f in frames] == ["1", "2", "3", "4", "5"]
+    kept, blocked = frames[0].layers
+    raw = steps.raw.numpy()
+    np.testing.assert_array_equal(kept.values[:4], raw[:4])       # query 3 keeps keys 0..3
+    assert np.all(kept.values[4:] == 0) and np.all(blocked.values[:4] == 0)
+    np.testing.assert_array_equal(blocked.values[4:], raw[4:])
+    np.testing.assert_array_equal(frames[2].layers[0].values, [1, 1, 1, 1, 0, 0, 0, 0, 0])
+    np.testing.assert_allclose(frames[3].layers[0].values, steps.weights.numpy())
+    np.testing.assert_allclose(frames[4].layers[0].values, steps.output.numpy())
+    layout = plots.single_token_bars(steps, pg.result.tokens)
+    assert len(layout) == 5
+    plot = render(layout)                                           # renders as one Bokeh layout
+    assert plot.state is not None
+
+
+def test_invariance_chart_separates_kept_and_perturbed_positions(pg):
+    overlay = plots.invariance_chart(pg.result)
+    span, same, changed, line, label = overlay.values()
+    d = pg.result.invariance.position_diff.numpy()
+    np.testing.assert_array_equal(same.dimension_values(1)[:5], d[:5])
+    assert np.all(same.dimension_values(1)[5:] == 0)
+    np.testing.assert_array_equal(changed.dimension_values(1)[5:], d[5:])
+    assert line.data == 4.5 and tuple(span.data) == (-0.5, 4.5) and "L = 4" in label.text
+    render(overlay)
+
+
+def test_mask_image_is_the_keep_mask(pg):
+    plot = render(plots.mask_image(pg.result))
+    np.testing.assert_array_equal(plot.handles["source"].data["image"][0],
+                                  np.tril(np.ones((9, 9))))
+    assert plot.state.title.text == "Causal keep-mask"
+    full = AttentionPlayground(seq_len=9, causal=False)
+    assert plots.mask_frame(full.result).title.startswith("No mask")
+
+
+def test_verdict_badge_says_pass_for_causal_and_fail_without_the_mask():
+    pg = AttentionPlayground(seq_len=6)
+    assert 'data-verdict="PASS"' in plots.verdict_html(pg.result)
+    pg.causal = False
+    html = plots.verdict_html(pg.result)
+    assert 'data-verdict="FAIL"' in html and "ap-fail" in html
+    assert "data-stat='max-future'" in plots.invariance_summary_html(pg.result)
+
+
+def test_unknown_layer_kind_is_a_clear_error():
+    frame = plots.Frame(layers=(plots.Layer("pie"),), title="", xlim=(0, 1), ylim=(0, 1))
+    with pytest.raises(ValueError, match="'pie'"):
+        plots.to_element(frame)
+
+
+def test_head_index_out_of_range_is_a_clear_error(pg):
+    with pytest.raises(ValueError, match="head in 0..2"):
+        plots.head_frame(pg.result, 3)
