@@ -6,7 +6,6 @@ fresh seeded data here, not read from the file's metadata.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 
