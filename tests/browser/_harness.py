@@ -270,6 +270,40 @@ def figure_title(page, css: str) -> str:
     return page.locator(css).first.evaluate(f"el => ({_PLOT_VIEW_JS})(el).model.title.text")
 
 
+def figure_geometry(page) -> list[dict]:
+    """Every Bokeh plot on the page: its CSS classes, ``frame_width`` / ``frame_height`` settings,
+    the plot frame as laid out (``frame``: left, top, width, height) and the canvas size.
+
+    A figure is drawn whole when its frame lies inside its canvas.
+    """
+    return page.evaluate(
+        """() => [...Bokeh.index.all_views()]
+            .filter(v => v.frame !== undefined && v.canvas_view !== undefined && v.el.isConnected)
+            .map(v => {
+                const f = v.frame.bbox, c = v.canvas_view.bbox;
+                return {classes: [...v.el.classList].filter(c => c.startsWith("ap-")).join(" "),
+                        title: v.model.title ? v.model.title.text : "",
+                        frame_width: v.model.frame_width, frame_height: v.model.frame_height,
+                        frame: [f.left, f.top, f.width, f.height], canvas: [c.width, c.height]};
+            })"""
+    )
+
+
+def clipped_figures(page) -> list[str]:
+    """The plots whose frame does not fit its canvas or differs from its fixed frame size,
+    one readable line each."""
+    bad = []
+    for g in figure_geometry(page):
+        left, top, w, h = g["frame"]
+        cw, ch = g["canvas"]
+        fixed_w, fixed_h = g["frame_width"], g["frame_height"]
+        if (left + w > cw + 1 or top + h > ch + 1 or (fixed_w is not None and abs(w - fixed_w) > 1)
+                or (fixed_h is not None and abs(h - fixed_h) > 1)):
+            bad.append(f"{g['classes'] or '?'} ({g['title']!r}): frame {w:.0f}x{h:.0f} at "
+                       f"({left:.0f}, {top:.0f}), fixed {fixed_w}x{fixed_h}, canvas {cw:.0f}x{ch:.0f}")
+    return bad
+
+
 def figure_frame_point(page, css: str, x: float, y: float) -> tuple[float, float]:
     """Page coordinates of the data point ``(x, y)`` in the Bokeh figure whose host has ``css``.
 

@@ -12,8 +12,9 @@ import sys
 
 import pytest
 
-from _harness import (REPO_ROOT, PageWatch, block_network, click_heatmap_row, figure_title,
-                      head_count, nudge_slider, slider_value, verdict, wait_for)
+from _harness import (REPO_ROOT, PageWatch, block_network, click_heatmap_row, clipped_figures,
+                      figure_geometry, figure_title, head_count, nudge_slider, slider_value,
+                      verdict, wait_for)
 from dashboard.playground import AttentionPlayground
 
 pytestmark = pytest.mark.browser
@@ -72,6 +73,14 @@ def test_export_renders_offline_without_requests_or_console_errors(offline_page,
     assert page.locator(".ap-query-plot").is_visible()
     assert page.locator(".ap-invariance-chart").is_visible()
     assert_clean(page, watch, attempts, exported.as_uri())
+
+
+def test_export_draws_every_figure_whole(offline_page):
+    page, _, _ = offline_page
+    page.wait_for_timeout(300)
+    assert figure_geometry(page), "no Bokeh plots found"
+    bad = clipped_figures(page)
+    assert bad == [], "figures cut off or stretched:\n" + "\n".join(bad)
 
 
 def test_export_causal_checkbox_turns_pass_into_fail(offline_page, exported):

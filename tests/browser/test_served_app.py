@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from _harness import (click_heatmap_row, figure_title, head_count, nudge_slider, open_app,
-                      slider_value, verdict, wait_for)
+from _harness import (click_heatmap_row, clipped_figures, figure_geometry, figure_title,
+                      head_count, nudge_slider, open_app, slider_value, verdict, wait_for)
 from dashboard.playground import AttentionPlayground
 
 pytestmark = pytest.mark.browser
@@ -124,3 +124,21 @@ def test_two_sessions_keep_independent_state(browser, app_server):
     finally:
         ctx_a.close()
         ctx_b.close()
+
+
+def test_every_figure_is_drawn_whole(context, app_server):
+    """Each plot's frame fits inside its canvas and keeps its fixed size (no figure is cut off
+    or stretched by the page layout), before and after the head grid changes."""
+    page = context.new_page()
+    watch = open_app(page, app_server.url)
+    page.wait_for_timeout(500)                # the layout settles after the first paint
+    assert figure_geometry(page), "no Bokeh plots found"
+    bad = clipped_figures(page)
+    assert bad == [], "figures cut off or stretched:\n" + "\n".join(bad)
+
+    nudge_slider(page, ".ap-num-heads", "ArrowRight")
+    wait_for(page, lambda: head_count(page) == DEFAULT_H + 1, what=f"{DEFAULT_H + 1} head maps")
+    page.wait_for_timeout(500)
+    bad = clipped_figures(page)
+    assert bad == [], "figures cut off or stretched after adding a head:\n" + "\n".join(bad)
+    assert_clean(watch, app_server)
