@@ -48,16 +48,17 @@ def models_with_class(doc: Document, css_class: str) -> list[Model]:
 def rendered(viewable) -> Iterator[Rendered]:
     """Render ``viewable`` into a new Document treated as a live session (restored afterwards)."""
     doc = Document()
-    root = viewable.get_root(doc)
-    doc.add_root(root)
-    page = Rendered(doc, root)
-    doc.on_change(lambda e: page.events.append(e) if isinstance(e, DocumentPatchedEvent) else None)
     state = pn.state
     old_curdoc = state.curdoc
-    state.curdoc = doc
+    state.curdoc = doc                    # as in a session: Panel caches some models per document
     state._thread_id = threading.get_ident()
-    state._connected[doc] = True
     try:
+        root = viewable.get_root(doc)
+        doc.add_root(root)
+        page = Rendered(doc, root)
+        doc.on_change(lambda e: page.events.append(e) if isinstance(e, DocumentPatchedEvent)
+                      else None)
+        state._connected[doc] = True
         yield page
     finally:
         state._connected.pop(doc, None)

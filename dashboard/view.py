@@ -115,6 +115,24 @@ def _Wrap(*objects, **kw) -> pn.Row:
     return pn.Row(*objects, styles=styles, **kw)
 
 
+def _widget(pg: AttentionPlayground, name: str, spec: dict) -> pn.widgets.Widget:
+    """The widget for parameter ``name``, linked both ways (label, bounds, disabled follow it)."""
+    spec = dict(spec)
+    kind = spec.pop("type")
+    if "description" not in kind.param:
+        spec.setdefault("width", 245)          # room for the tooltip icon beside it
+    return kind.from_param(pg.param[name], **spec)
+
+
+def _with_tooltip(widget: pn.widgets.Widget, doc: str | None):
+    """Widgets without a ``description`` (sliders, checkbox) get a tooltip icon with the doc."""
+    if "description" in widget.param or not doc:
+        return widget
+    text = " ".join(doc.split())
+    return pn.Row(widget, pn.widgets.TooltipIcon(value=text, margin=(12, 0, 0, -8), width=20),
+                  margin=0)
+
+
 def _figure_pane(live: LivePlot, *classes: str) -> pn.pane.Bokeh:
     """A pane for a live figure; the classes go on the figure itself (the element in the DOM).
 
@@ -149,13 +167,13 @@ class PlaygroundView:
         self._mask_key = None
         self._lock = threading.RLock()
 
-        self.controls = pn.Param(
-            pg, parameters=list(WIDGETS), widgets=WIDGETS, show_name=False, width=285,
-            css_classes=["ap-controls"],
-        )
+        self.widgets = {name: _widget(pg, name, spec) for name, spec in WIDGETS.items()}
+        self.controls = pn.Column(*[_with_tooltip(w, pg.param[name].doc)
+                                    for name, w in self.widgets.items()],
+                                  width=290, css_classes=["ap-controls"])
         self.download = pn.widgets.FileDownload(
             callback=self._download_html, filename="attention-playground.html",
-            label="Download as HTML", button_type="primary", embed=False,
+            label="Download as HTML", color="primary", embed=False,
             css_classes=["ap-download"], sizing_mode="stretch_width",
         )
 
