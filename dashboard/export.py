@@ -195,6 +195,8 @@ def build_document(source: AttentionPlayground | dict[str, Any] | None = None):
     query.figure.css_classes = ["ap-query-plot"]
     mask.figure.css_classes = ["ap-mask"]
     inv.figure.css_classes = ["ap-invariance-chart"]
+    for fig in (colorbar, *[h.figure for h in heads], query.figure, mask.figure, inv.figure):
+        fig.styles = {**fig.styles, "flex": "none"}       # a stretched figure is cut off in rows
 
     causal_box = Checkbox(label="Causal mask", active=pg.causal, css_classes=["ap-causal"])
     prefix_slider = Slider(title="Prefix L", start=0, end=max(T - 1, 1), value=pg.prefix, step=1,

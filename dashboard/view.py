@@ -137,9 +137,11 @@ def _figure_pane(live: LivePlot, *classes: str) -> pn.pane.Bokeh:
     """A pane for a live figure; the classes go on the figure itself (the element in the DOM).
 
     ``flex: none`` keeps fixed-size figures from being squeezed to nothing by flex layouts
-    (seen inside ``pn.Tabs``).
+    (seen inside ``pn.Tabs``). It must be on the figure too: the figure is the flex item, and
+    stretched by a row its frame outgrows its canvas and the plot is cut off.
     """
     live.figure.css_classes = [*live.figure.css_classes, *classes]
+    live.figure.styles = {**live.figure.styles, "flex": "none"}
     return pn.pane.Bokeh(live.figure, margin=(0, 4), styles={"flex": "none"})
 
 
