@@ -24,7 +24,7 @@ import panel as pn
 from bokeh.events import Tap
 
 from . import plots
-from .live import LivePlot
+from .live import LivePlot, render
 from .playground import AttentionPlayground, PlaygroundResult, single_token_steps
 
 __all__ = ["PlaygroundView", "CSS", "TEXT"]
@@ -133,6 +133,13 @@ def _with_tooltip(widget: pn.widgets.Widget, doc: str | None):
                   margin=0)
 
 
+def _set_head_class(live: LivePlot, cls: str) -> None:
+    """Mark a head figure shown (``ap-head-heatmap``) or hidden (``ap-head-hidden``)."""
+    classes = [c for c in live.figure.css_classes if c not in ("ap-head-heatmap", "ap-head-hidden")]
+    if cls not in live.figure.css_classes:
+        live.figure.css_classes = [cls, *classes]
+
+
 def _figure_pane(live: LivePlot, *classes: str) -> pn.pane.Bokeh:
     """A pane for a live figure; the classes go on the figure itself (the element in the DOM).
 
@@ -179,10 +186,13 @@ class PlaygroundView:
             css_classes=["ap-download"], sizing_mode="stretch_width",
         )
 
-        self.colorbar = pn.pane.HoloViews(plots.colorbar_strip(), margin=(0, 4),
-                                          css_classes=["ap-colorbar"])
+        colorbar = render(plots.colorbar_strip()).state
+        colorbar.sizing_mode = None
+        colorbar.css_classes = ["ap-colorbar"]
+        self.colorbar = pn.pane.Bokeh(colorbar, margin=(0, 4), styles={"flex": "none"})
         self.heads_box = _Wrap(self.colorbar, css_classes=["ap-heads"], sizing_mode="stretch_width")
         self.head_plots: list[LivePlot] = []
+        self._head_panes: list[tuple[LivePlot, pn.pane.Bokeh]] = []
         self._sync_grid(r)
 
         self.query_plot = LivePlot(self._query_frame(r))
@@ -225,18 +235,33 @@ class PlaygroundView:
 
     # -- updates -------------------------------------------------------------------------------
     def _sync_grid(self, r: PlaygroundResult) -> None:
-        """Drop figures of heads >= H or add figures for new heads; keep (and update) the others."""
+        """Show one figure per head: hide the figures of heads >= H, show or add figures for new ones.
+
+        A hidden figure stays in the page (``visible=False``, its class ``ap-head-heatmap``
+        swapped for ``ap-head-hidden``) and is shown again with new data when H grows: adding a
+        figure to a live page costs 100-300 ms (a new Bokeh model graph), toggling one a few ms.
+        """
         H, n = r.num_heads, len(self.head_plots)
-        if H < n:
-            self.head_plots = self.head_plots[:H]
-            self.heads_box.objects = self.heads_box.objects[: H + 1]
-        elif H > n:
-            new = []
-            for h in range(n, H):
-                live = LivePlot(self._head_frame(r, h, self.pg.query))
+        for h in range(H, n):                                    # fewer heads: hide the rest
+            live, pane = self._head_panes[h]
+            _set_head_class(live, "ap-head-hidden")
+            pane.visible = False
+        new = []
+        for h in range(n, H):                                    # more heads: reuse, then draw
+            frame = self._head_frame(r, h, self.pg.query)
+            if h < len(self._head_panes):
+                live, pane = self._head_panes[h]
+                live.update(frame)
+                _set_head_class(live, "ap-head-heatmap")
+                pane.visible = True
+            else:
+                live = LivePlot(frame)
                 live.figure.on_event(Tap, self._on_tap_query)
-                new.append(_figure_pane(live, "ap-head-heatmap", f"ap-head-{h}"))
-                self.head_plots.append(live)
+                pane = _figure_pane(live, "ap-head-heatmap", f"ap-head-{h}")
+                self._head_panes.append((live, pane))
+                new.append(pane)
+        self.head_plots = [live for live, _ in self._head_panes[:H]]
+        if new:
             self.heads_box.extend(new)
 
     def _documents(self) -> list:

@@ -1,0 +1,83 @@
+"""Server-side latency of the dashboard: parameter change -> updated Bokeh models, and bytes sent.
+
+Renders the playground once into a Bokeh Document treated as a live session
+(``dashboard.harness.rendered``), then times ``pg.param.update(...)`` until it returns: by then
+attention is recomputed and every affected Bokeh model is updated, and the held events have been
+dispatched as the PATCH-DOC a browser would receive (its serialized size is the "sent" column).
+Medians over ``--repeat`` changes that alternate between two values; "new heads" is the one-off
+first growth of H by two (two figures drawn by HoloViews; later growth reuses them).
+
+Usage: ``python benchmarks/bench_dashboard.py [--repeat 5] [--quick]``. Runs with one torch
+thread, as the served app does (``dashboard/app.py``).
+
+Targets (issue 3): T=16/H=4 <= 50 ms; T=256/H=8 <= 300 ms; T=1024/H=16 <= 2 s and <= 20 MB.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import panel as pn
+import torch
+
+from dashboard.harness import rendered
+from dashboard.playground import AttentionPlayground
+
+CASES = [(16, 4, 0.050), (256, 8, 0.300), (1024, 16, 2.0)]
+CHANGES = {           # name -> (param, two values to alternate)
+    "causal": ("causal", (False, True)),
+    "seed": ("seed", (1, 2)),
+    "prefix L": ("prefix", (3, 9)),
+    "query": ("query", (5, 10)),
+    "view head": ("view_head", (1, 2)),
+    "heads H": ("num_heads", None),       # H-2 <-> H: two figures hidden / shown again
+}
+
+
+def bench_case(T: int, H: int, repeat: int) -> list[tuple[str, float, int, int]]:
+    pg = AttentionPlayground(seq_len=T, num_heads=H - 2)
+    rows = []
+    with rendered(pn.panel(pg)) as page:
+        page.clear()                                      # once: H-2 -> H draws two new figures
+        t0 = time.perf_counter()
+        pg.num_heads = H
+        rows.append(("new heads", time.perf_counter() - t0, page.patch_bytes(), 1))
+        for label, (name, values) in CHANGES.items():
+            values = values or (H - 2, H)
+            times, sizes = [], []
+            n0 = pg.n_computes
+            for i in range(repeat + 1):                   # the first change warms up
+                page.clear()
+                t0 = time.perf_counter()
+                pg.param.update(**{name: values[i % 2]})
+                dt = time.perf_counter() - t0
+                if i:
+                    times.append(dt)
+                    sizes.append(page.patch_bytes())
+            rows.append((label, statistics.median(times), int(statistics.median(sizes)),
+                         pg.n_computes - n0))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=5, help="timed changes per row (median)")
+    ap.add_argument("--quick", action="store_true", help="skip T=1024/H=16")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    print(f"{'T':>5} {'H':>3}  {'change':<10} {'median ms':>10} {'sent KB':>9} {'recomputes':>10}"
+          f"  target")
+    for T, H, target in CASES:
+        if args.quick and T > 256:
+            continue
+        for label, seconds, size, n in bench_case(T, H, args.repeat):
+            heavy = label in ("causal", "seed", "heads H", "new heads")
+            goal = (f"<= {target * 1000:.0f} ms" + (" & 20 MB" if T == 1024 else "")) if heavy else ""
+            ok = "" if not heavy else ("  ok" if seconds <= target and size <= 20e6 else "  MISSED")
+            print(f"{T:>5} {H:>3}  {label:<10} {seconds * 1000:>10.1f} {size / 1e3:>9.1f} {n:>10}"
+                  f"  {goal}{ok}")
+
+
+if __name__ == "__main__":
+    main()
