@@ -23,15 +23,31 @@ from torch import Tensor, nn
 
 from .masks import (
     MaskMod,
+    and_masks,
     causal_mask_mod,
     causal_mod,
     document_mask,
+    full_mod,
+    materialize_mask,
+    padding_mod,
     prefix_lm,
     sliding_window,
 )
 from .multihead import MultiHeadAttention
 
-__all__ = ["DOC_LEN", "PREFIX", "WINDOW", "ZOO", "ZooEntry", "document_ids", "kv_block_size"]
+__all__ = [
+    "DOC_LEN",
+    "PREFIX",
+    "RELATIONS",
+    "WINDOW",
+    "ZOO",
+    "ZooEntry",
+    "check_entry",
+    "document_ids",
+    "kv_block_size",
+    "mask_gallery",
+    "parse_relation",
+]
 
 WINDOW = 3      # declared sliding-window width (keys per query, itself included)
 PREFIX = 3      # prefix-LM: bidirectional over positions 0..PREFIX-1
@@ -371,3 +387,92 @@ _ENTRIES = [
 
 ZOO: dict[str, ZooEntry] = {e.name: e for e in _ENTRIES}
 """Every zoo entry by name, buggy ones first."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Pure-data helpers for the CLI and the dashboard's leak-detector view
+# ------------------------------------------------------------------------------------------------
+RELATIONS: dict[str, Callable[[int], MaskMod]] = {
+    "causal": _causal,
+    "sliding_window": _window,
+    "prefix_lm": _prefix,
+    "document": _documents,
+    "full": lambda T: full_mod,
+}
+"""Allowed relations a user can pick, by name: ``T -> mask_mod`` with the zoo's constants."""
+
+
+def parse_relation(spec: str, T: int) -> MaskMod:
+    """An allowed relation from text: a :data:`RELATIONS` name, ``sliding:W``, ``prefix:P`` or
+    ``document:IDS`` (one id per position, comma-separated, e.g. ``document:0,0,0,1,1,2``).
+
+    Raises:
+        ValueError: naming the spec and what was expected.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"expected the relation as a string but found {type(spec).__name__}")
+    if spec in RELATIONS:
+        return RELATIONS[spec](T)
+    kind, sep, arg = spec.partition(":")
+    try:
+        if sep and kind == "sliding":
+            return sliding_window(int(arg))
+        if sep and kind == "prefix":
+            return prefix_lm(int(arg))
+        if sep and kind == "document":
+            ids = [int(v) for v in arg.split(",")]
+            if len(ids) != T:
+                raise ValueError(f"document:IDS needs one id per position (T={T}) but found {len(ids)} ids")
+            return document_mask(ids)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"bad relation {spec!r}: {err}") from None
+    raise ValueError(f"expected a relation among {sorted(RELATIONS)} or causal, sliding:W, prefix:P, "
+                     f"document:IDS but found {spec!r}")
+
+
+def mask_gallery(T: int = 12) -> dict[str, Tensor]:
+    """The mask zoo as small dense keep-masks ``(T_q, S)`` (``True`` = may attend), by name.
+
+    For pictures: causal (both alignments, bottom-right with ``T // 2`` queries on ``T`` keys),
+    sliding window, prefix-LM, packed documents, key padding (length ``T - 3``) and a composition.
+    """
+    Tq = max(1, T // 2)
+    docs = document_mask(document_ids(T))
+    mods = {
+        "causal": (causal_mod, T, T),
+        "causal (bottom-right)": (causal_mask_mod("bottom_right", T=Tq, S=T), Tq, T),
+        f"sliding_window({WINDOW})": (sliding_window(WINDOW), T, T),
+        f"prefix_lm({PREFIX})": (prefix_lm(PREFIX), T, T),
+        f"document ({DOC_LEN}-token docs)": (docs, T, T),
+        f"padding (length {max(T - 3, 0)})": (and_masks(causal_mod, padding_mod([max(T - 3, 0)])), T, T),
+        f"sliding_window({WINDOW}) & document": (and_masks(sliding_window(WINDOW), docs), T, T),
+    }
+    return {name: materialize_mask(mod, 1, 1, q, k)[0, 0] for name, (mod, q, k) in mods.items()}
+
+
+def check_entry(
+    name: str,
+    *,
+    seq_len: int = 12,
+    dim: int = 16,
+    batch: int = 2,
+    seed: int = 0,
+    allowed: MaskMod | Tensor | str | None = None,
+):
+    """Build zoo entry ``name``, draw a random ``(batch, seq_len, dim)`` input and return its
+    :class:`~attention.verify.leaks.LeakReport` against ``allowed`` (default: the entry's own
+    relation; a string goes through :func:`parse_relation`).
+    """
+    from .verify.leaks import leak_report
+
+    if name not in ZOO:
+        raise ValueError(f"expected a zoo entry among {sorted(ZOO)} but found {name!r}")
+    entry = ZOO[name]
+    if seq_len < entry.min_seq_len:
+        raise ValueError(f"expected seq_len >= {entry.min_seq_len} for {name} but found {seq_len}")
+    if allowed is None:
+        allowed = entry.allowed(seq_len)
+    elif isinstance(allowed, str):
+        allowed = parse_relation(allowed, seq_len)
+    x = torch.randn(batch, seq_len, dim, generator=torch.Generator().manual_seed(seed))
+    return leak_report(entry.build(dim, seed), x, allowed, seed=seed)

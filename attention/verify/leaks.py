@@ -406,7 +406,7 @@ def _batch_dependent(allowed: Any, B: int, T: int) -> bool:
     """True when the relation differs between batch items (padding lengths, per-item documents)."""
     if isinstance(allowed, Tensor):
         return allowed.dim() == 3 and allowed.shape[0] > 1
-    return allowed is not None and _uses_batch(allowed, T, T)
+    return callable(allowed) and _uses_batch(allowed, T, T)        # non-callables: dense_allowed checks
 
 
 def find_leaks(
@@ -415,6 +415,7 @@ def find_leaks(
     allowed: Any = None,
     atol: float | None = None,
     *,
+    probes: int | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
 ) -> list[Leak]:
     """Every (output, input) pair the model depends on but the allowed relation forbids.
@@ -433,6 +434,8 @@ def find_leaks(
         allowed: ``mask_mod`` (``True`` = output ``q_idx`` may depend on input ``kv_idx``), a dense
             ``(T, T)`` keep-mask, or ``None`` for causal (``j <= i``). Default: ``None``.
         atol: threshold for "depends". Default: ``1e-9 ×`` the largest dependency.
+        probes: ``None`` for the exact map; ``k`` for ``k`` random probes per output position
+            (same leaks, estimated magnitudes; see :func:`dependency_map`). Default: ``None``.
         model_kwargs: extra keyword arguments for every model call. Default: none.
 
     Returns:
@@ -441,7 +444,8 @@ def find_leaks(
     x = _check_x(x)
     B, T = x.shape[:2]
     per_item = _batch_dependent(allowed, B, T)
-    dep = dependency_map(model, x, reduce="none" if per_item else "fro", model_kwargs=model_kwargs)
+    dep = dependency_map(model, x, reduce="none" if per_item else "fro", probes=probes,
+                         model_kwargs=model_kwargs)
     return leaks_in_map(dep, allowed, atol)
 
 
@@ -610,6 +614,7 @@ def leak_report(
     *,
     seed: int = 0,
     sweep: bool = True,
+    probes: int | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
 ) -> LeakReport:
     """Run the dependency map, the leak search and the prefix sweep; return a :class:`LeakReport`.
@@ -621,6 +626,9 @@ def leak_report(
         atol: leak threshold. Default: ``1e-9 ×`` the largest dependency.
         seed: seed of the sweep's perturbations. Default: 0.
         sweep: run the invariance sweep (skip it to save ``T`` forward passes). Default: ``True``.
+        probes: ``None`` for the exact map (``B·T·F`` backward passes); ``k`` for ``k`` random
+            probes per output position (``B·T·k`` passes: the same leaks, estimated magnitudes).
+            Default: ``None``.
         model_kwargs: extra keyword arguments for every model call. Default: none.
     """
     _check_model(model)
@@ -628,7 +636,7 @@ def leak_report(
     kwargs = dict(model_kwargs or {})
     B, T = x.shape[:2]
     per_item = _batch_dependent(allowed, B, T)
-    dep_items = dependency_map(model, x, reduce="none", model_kwargs=kwargs)  # (B, T, T)
+    dep_items = dependency_map(model, x, reduce="none", probes=probes, model_kwargs=kwargs)  # (B, T, T)
     dep = dep_items.square().sum(0).sqrt()                          # (T, T), reduce="fro"
     leaks = leaks_in_map(dep_items if per_item else dep, allowed, atol)
     keep = dense_allowed(allowed, T, T, B)

@@ -132,7 +132,7 @@ def test_document_relation_is_parsed_from_ids(run_inproc):
     (["--model", "usermodels:wrong_dim"], "failed on x of shape (B, T, E) = (2, 12, 16)"),
     (["--model", "usermodels:clean", "--allowed", "diagonal"], "expected --allowed to be causal, "
                                                               "sliding:W, prefix:P or document:IDS"),
-    (["--model", "usermodels:clean", "--allowed", "sliding:x"], "bad --allowed 'sliding:x'"),
+    (["--model", "usermodels:clean", "--allowed", "sliding:x"], "--allowed: bad relation 'sliding:x'"),
     (["--model", "usermodels:clean", "--allowed", "document:0,1"], "needs one id per position (T=12)"),
     (["--zoo", "--allowed", "prefix:2"], "--allowed applies to --model only"),
 ])
@@ -177,3 +177,14 @@ def test_zoo_table_is_readable(run_inproc):
 def test_default_grid_mode_is_unchanged(user_dir):
     rc, out, _ = run(["--help"], user_dir)
     assert rc == 0 and "--dtype" in out and "--model pkg.module:factory" in out
+
+
+def test_probes_option_reports_the_same_pairs_as_the_exact_map(run_inproc):
+    args = ["--model", "usermodels:leaky", "--seq-len", "5", "--dim", "8", "--json", "--top", "100"]
+    rc_exact, out_exact, _ = run_inproc(args)
+    rc_probe, out_probe, _ = run_inproc(args + ["--probes", "1"])
+    assert rc_exact == rc_probe == 1
+    pairs = lambda out: {(l["out_pos"], l["in_pos"]) for l in json.loads(out)["leaks"]}  # noqa: E731
+    assert pairs(out_probe) == pairs(out_exact) == {(i, j) for i in range(5) for j in range(i + 1, 5)}
+    rc, _, err = run_inproc(["--model", "usermodels:leaky", "--probes", "0"])
+    assert rc == 2 and "expected --probes >= 1 but found 0" in err

@@ -387,3 +387,13 @@ def test_bad_options_are_rejected(gen):
         find_leaks(lambda z: z, x, "causal")
     with pytest.raises(ValueError, match=r"additive mask"):
         find_leaks(lambda z: z, x, torch.zeros(3, 3).masked_fill(torch.ones(3, 3).triu(1).bool(), float("-inf")))
+
+
+def test_report_with_random_probes_finds_the_same_leaks_as_the_exact_map(gen):
+    x = torch.randn(2, 7, 8, generator=gen)
+    mha = _mha()
+    exact = leak_report(mha, x, sliding_window(3), model_kwargs={"is_causal": True})
+    probed = leak_report(mha, x, sliding_window(3), probes=1, model_kwargs={"is_causal": True})
+    assert not exact.passed and not probed.passed
+    assert {(l.out_pos, l.in_pos) for l in probed.leaks} == {(l.out_pos, l.in_pos) for l in exact.leaks}
+    assert find_leaks(mha, x, probes=2, model_kwargs={"is_causal": True}) == []
