@@ -4,17 +4,51 @@ Masks everywhere are keep-masks: ``True``/1 = may attend, ``False``/0 = blocked 
 ``torch.nn.MultiheadAttention``'s boolean masks).
 """
 from .functional import scaled_dot_product_attention, single_token_attention
-from .masks import make_causal_mask, make_padding_mask, prepare_mask
+from .masks import (
+    and_masks,
+    causal_mask_mod,
+    causal_mod,
+    document_mask,
+    make_causal_mask,
+    make_padding_mask,
+    materialize_mask,
+    or_masks,
+    padding_mod,
+    prefix_lm,
+    prepare_mask,
+    sliding_window,
+)
 from .multihead import MultiHeadAttention
 from .verify import (
     InvarianceResult,
+    Leak,
+    LeakReport,
     check_output_invariance,
+    dependency_map,
+    find_leaks,
+    invariance_sweep,
+    leak_report,
     max_future_weight,
     verify_no_lookahead,
 )
 
 __all__ = [
     "InvarianceResult",
+    "Leak",
+    "LeakReport",
+    "and_masks",
+    "causal_mask_mod",
+    "causal_mod",
+    "dependency_map",
+    "document_mask",
+    "find_leaks",
+    "invariance_sweep",
+    "leak_report",
+    "materialize_mask",
+    "or_masks",
+    "padding_mod",
+    "prefix_lm",
+    "sliding_window",
     "MultiHeadAttention",
     "check_output_invariance",
     "make_causal_mask",

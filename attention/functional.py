@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .masks import check_keep_values
+from .masks import check_keep_values, materialize_mask
 
 __all__ = ["scaled_dot_product_attention", "single_token_attention", "masked_softmax"]
 
@@ -90,7 +90,8 @@ def scaled_dot_product_attention(
         v: ``(..., S, d_v)`` values.
         mask: keep-mask broadcastable to ``(..., T, S)``; ``True``/1 = may attend, ``False``/0 =
             blocked (the opposite of ``nn.MultiheadAttention``). Float/int masks must hold only
-            0 and 1. Default: ``None`` (attend everywhere).
+            0 and 1. A ``mask_mod(b, h, q_idx, kv_idx)`` predicate (see ``attention.masks``) is
+            evaluated with ``b = h = 0`` on the ``(T, S)`` grid. Default: ``None``.
         dropout_p: dropout probability on the weights, applied only when ``training=True``.
             Default: 0.0.
         training: apply dropout. Default: ``False``.
@@ -126,6 +127,8 @@ def scaled_dot_product_attention(
         ) from None
 
     keep = None
+    if callable(mask) and not isinstance(mask, Tensor):   # a mask_mod(b, h, q_idx, kv_idx) predicate
+        mask = materialize_mask(mask, 1, 1, T, S, device=q.device)[0, 0]   # (T, S)
     if mask is not None:
         keep = check_keep_values(mask).to(q.device)
         scores_shape = lead + (T, S)

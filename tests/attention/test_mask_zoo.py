@@ -214,3 +214,16 @@ def test_multihead_attention_accepts_a_mask_mod_like_its_dense_mask(mod, need_we
     torch.testing.assert_close(out_mod, ref, atol=1e-5, rtol=1e-5)
     if need_weights:
         assert (w_mod[..., ~dense] == 0).all()
+
+
+def test_functional_attention_accepts_a_mask_mod_like_its_dense_mask():
+    from attention import scaled_dot_product_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 6, 4, generator=g) for _ in range(3))
+    mod = sliding_window(3)
+    dense = materialize_mask(mod, 1, 1, 6, 6)[0, 0]
+    out_mod, w_mod = scaled_dot_product_attention(q, k, v, mask=mod)
+    out_dense, w_dense = scaled_dot_product_attention(q, k, v, mask=dense)
+    torch.testing.assert_close(out_mod, out_dense, rtol=0, atol=0)
+    assert not bool((w_mod[..., ~dense] != 0).any())
