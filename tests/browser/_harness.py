@@ -223,6 +223,16 @@ def head_count(page) -> int:
     return page.locator(".ap-head-heatmap").count()
 
 
+def shown_heads(page) -> list[int]:
+    """The head index (``ap-head-<h>``) of every visible ``.ap-head-heatmap``, in page order."""
+    heads = []
+    for el in page.locator(".ap-head-heatmap").all():
+        if el.is_visible():
+            m = re.search(r"\bap-head-(\d+)\b", el.get_attribute("class") or "")
+            heads.append(int(m.group(1)) if m else -1)
+    return heads
+
+
 def verdict(page) -> str:
     """``PASS`` or ``FAIL``: the ``data-verdict`` of the invariance badge."""
     return page.locator(".ap-verdict-pane .ap-badge").get_attribute("data-verdict")
@@ -271,14 +281,15 @@ def figure_title(page, css: str) -> str:
 
 
 def figure_geometry(page) -> list[dict]:
-    """Every Bokeh plot on the page: its CSS classes, ``frame_width`` / ``frame_height`` settings,
+    """Every shown Bokeh plot on the page: its CSS classes, ``frame_width`` / ``frame_height`` settings,
     the plot frame as laid out (``frame``: left, top, width, height) and the canvas size.
 
     A figure is drawn whole when its frame lies inside its canvas.
     """
     return page.evaluate(
         """() => [...Bokeh.index.all_views()]
-            .filter(v => v.frame !== undefined && v.canvas_view !== undefined && v.el.isConnected)
+            .filter(v => v.frame !== undefined && v.canvas_view !== undefined && v.el.isConnected
+                         && v.el.getClientRects().length > 0)       // shown (not display: none)
             .map(v => {
                 const f = v.frame.bbox, c = v.canvas_view.bbox;
                 return {classes: [...v.el.classList].filter(c => c.startsWith("ap-")).join(" "),

@@ -12,7 +12,8 @@ import re
 import pytest
 
 from _harness import (click_heatmap_row, clipped_figures, figure_geometry, figure_title,
-                      head_count, nudge_slider, open_app, slider_value, verdict, wait_for)
+                      head_count, nudge_slider, open_app, shown_heads, slider_value, verdict,
+                      wait_for)
 from dashboard.playground import AttentionPlayground
 
 pytestmark = pytest.mark.browser
@@ -36,8 +37,7 @@ def test_app_loads_one_heatmap_per_head_without_console_errors(context, app_serv
     watch = open_app(page, app_server.url)
 
     assert head_count(page) == DEFAULT_H
-    for h in range(DEFAULT_H):
-        assert page.locator(f".ap-head-{h}").is_visible()
+    assert shown_heads(page) == list(range(DEFAULT_H))
     assert verdict(page) == "PASS"
     assert slider_value(page, ".ap-query") == str(DEFAULT_QUERY)
     assert query_title_names(page, DEFAULT_QUERY)
@@ -59,14 +59,19 @@ def test_heatmap_count_follows_the_heads_slider(context, app_server):
     page = context.new_page()
     watch = open_app(page, app_server.url)
 
+    assert shown_heads(page) == list(range(DEFAULT_H))
     nudge_slider(page, ".ap-num-heads", "ArrowRight")
     wait_for(page, lambda: head_count(page) == DEFAULT_H + 1, what=f"{DEFAULT_H + 1} head maps")
     assert slider_value(page, ".ap-num-heads") == str(DEFAULT_H + 1)
-    assert page.locator(f".ap-head-{DEFAULT_H}").is_visible()
+    assert shown_heads(page) == list(range(DEFAULT_H + 1))
 
     nudge_slider(page, ".ap-num-heads", "ArrowLeft", times=3)
     wait_for(page, lambda: head_count(page) == DEFAULT_H - 2, what=f"{DEFAULT_H - 2} head maps")
-    assert page.locator(f".ap-head-{DEFAULT_H - 2}").count() == 0
+    assert shown_heads(page) == list(range(DEFAULT_H - 2))
+
+    nudge_slider(page, ".ap-num-heads", "ArrowRight", times=2)     # hidden maps come back
+    wait_for(page, lambda: head_count(page) == DEFAULT_H, what=f"{DEFAULT_H} head maps again")
+    assert shown_heads(page) == list(range(DEFAULT_H))
     assert_clean(watch, app_server)
 
 
