@@ -232,7 +232,7 @@ def head_frame(result: PlaygroundResult, head: int, query: int | None = None) ->
     ticks = _ticks(result.tokens)
     layers = (_map_layer(A, f, ["key", "query"], hv.Dimension("weight", range=(0, 1)), CMAP),)
     frame = Frame(
-        layers=layers, title=f"Head {head}" + (f" (max of {f}×{f} blocks)" if f > 1 else ""),
+        layers=layers, title=f"Head {head}" + (f" · max of {f}×{f}" if f > 1 else ""),
         xlim=(-0.5, T - 0.5), ylim=(-0.5, T - 0.5), xticks=ticks, yticks=ticks,
         xrotation=_rotation(result.tokens), invert_yaxis=True,
         tooltips=[("head", str(head)), ("query", "$y{0}"), ("key", "$x{0}"),
@@ -319,11 +319,11 @@ def single_token_frames(steps: SingleTokenSteps, tokens: tuple[str, ...]) -> lis
     return [
         scores(steps.raw.numpy(), "score", "1 · raw scores q·k"),
         scores(steps.scaled.numpy(), "scaled", f"2 · scaled by 1/√D = {steps.scale:.3f}"),
-        _bars_frame((_bars(keep, SAME_COLOR, "key", "keep"),), T, "3 · keep-mask (1 = may attend)",
+        _bars_frame((_bars(keep, SAME_COLOR, "key", "keep"),), T, "3 · keep-mask (1 = keep)",
                     "key", "keep", ticks, rot, (0, 1.05)),
         _bars_frame((_bars(steps.weights.numpy(), "#9333ea", "key", "weight"),), T,
-                    "4 · softmax weights (sum to 1)", "key", "weight", ticks, rot, (0, 1.05)),
-        _bars_frame((_bars(out, "#0f766e", "dim", "value"),), len(out), "5 · output = Σ weight · v",
+                    "4 · softmax weights", "key", "weight", ticks, rot, (0, 1.05)),
+        _bars_frame((_bars(out, "#0f766e", "dim", "value"),), len(out), "5 · output Σ w·v",
                     "dim", "value", _number_ticks(len(out)), 0, _value_lim(out), width=150),
     ]
 

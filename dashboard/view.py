@@ -187,7 +187,7 @@ class PlaygroundView:
         )
 
         colorbar = render(plots.colorbar_strip()).state
-        colorbar.sizing_mode = None
+        colorbar.update(width=80, height=plots.HEAD_SIZE + 110)   # fixed size, stays put in a row
         colorbar.css_classes = ["ap-colorbar"]
         self.colorbar = pn.pane.Bokeh(colorbar, margin=(0, 4), styles={"flex": "none"})
         self.heads_box = _Wrap(self.colorbar, css_classes=["ap-heads"], sizing_mode="stretch_width")
@@ -237,7 +237,7 @@ class PlaygroundView:
     def _sync_grid(self, r: PlaygroundResult) -> None:
         """Show one figure per head: hide the figures of heads >= H, show or add figures for new ones.
 
-        A hidden figure stays in the page (``visible=False``, its class ``ap-head-heatmap``
+        A hidden figure stays in the page (figure ``visible=False``, its class ``ap-head-heatmap``
         swapped for ``ap-head-hidden``) and is shown again with new data when H grows: adding a
         figure to a live page costs 100-300 ms (a new Bokeh model graph), toggling one a few ms.
         """
@@ -245,7 +245,7 @@ class PlaygroundView:
         for h in range(H, n):                                    # fewer heads: hide the rest
             live, pane = self._head_panes[h]
             _set_head_class(live, "ap-head-hidden")
-            pane.visible = False
+            live.figure.visible = False      # on the figure: pn.pane.Bokeh(visible=...) breaks here
         new = []
         for h in range(n, H):                                    # more heads: reuse, then draw
             frame = self._head_frame(r, h, self.pg.query)
@@ -253,7 +253,7 @@ class PlaygroundView:
                 live, pane = self._head_panes[h]
                 live.update(frame)
                 _set_head_class(live, "ap-head-heatmap")
-                pane.visible = True
+                live.figure.visible = True
             else:
                 live = LivePlot(frame)
                 live.figure.on_event(Tap, self._on_tap_query)
@@ -307,8 +307,9 @@ class PlaygroundView:
         pg = self.pg
         if event.new and pg.seq_len**2 * pg.num_heads < LOADING_MIN_WORK:
             return
-        for pane in (self.heads_box, self.query_pane, self.single_pane, self.analysis):
-            pane.loading = event.new
+        # on layouts only: loading= on a pn.pane.Bokeh re-syncs the figure's stylesheets and fails
+        for layout in (self.heads_box, self.query_row, self.single_pane, self.analysis):
+            layout.loading = event.new
 
     def _on_tap_query(self, event) -> None:
         q = _clamp(event.y, self.pg.seq_len)
@@ -341,7 +342,7 @@ class PlaygroundView:
         )
         section = dict(sizing_mode="stretch_width", styles={"border-top": "1px solid #e2e8f0"})
         heads = pn.Column(_md("heads", max_width=900), self.heads_box, **section)
-        query = pn.Row(self.query_pane, _md("query", width=330), **section)
+        self.query_row = query = pn.Row(self.query_pane, _md("query", width=330), **section)
         single = pn.Column(_md("single", max_width=900), self.single_pane, **section)
         self.analysis = _Wrap(
             self.mask_pane, pn.Column(self.verdict, self.stats, width=380), self.inv_pane,
