@@ -26,8 +26,8 @@ import sys
 from typing import IO, Any
 
 import markdown
-import torch
 import numpy as np
+import torch
 from bokeh.embed import file_html
 from bokeh.layouts import column, row
 from bokeh.models import Checkbox, ColumnDataSource, CustomJS, Div, Slider

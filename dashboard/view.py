@@ -11,14 +11,13 @@ figures, never a new layout. Only what depends on the change is touched:
 - only the selected query / viewed head changed: the query line on the head maps, the query plot
   and the step-by-step view (no attention is recomputed: ``pg.n_computes`` stays).
 
-The per-head grid (one figure per head) changes only when H changes: figures of removed heads are
-dropped, new heads get new figures, the others stay.
+The per-head grid (one figure per head) changes only when H changes: the figures of heads >= H
+are hidden (and reused if H grows again), new heads get new figures, the others stay.
 """
 from __future__ import annotations
 
 import threading
 from contextlib import ExitStack
-from functools import partial
 
 import panel as pn
 from bokeh.events import Tap

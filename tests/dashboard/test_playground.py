@@ -6,7 +6,7 @@ import param
 import pytest
 import torch
 
-from attention import MultiHeadAttention, check_output_invariance, make_causal_mask
+from attention import check_output_invariance, make_causal_mask
 from dashboard.playground import (MAX_SEQ_LEN, AttentionPlayground, build_model, embed_tokens,
                                   single_token_steps, tokenize)
 
