@@ -189,7 +189,6 @@ def build_document(source: AttentionPlayground | dict[str, Any] | None = None):
     mask = LivePlot(plots.mask_frame(r))
     inv = LivePlot(plots.invariance_frame(r))
     colorbar = render(plots.colorbar_strip()).state
-    colorbar.update(width=80, height=plots.HEAD_SIZE + 110)
     for i, live in enumerate(heads):
         live.figure.css_classes = ["ap-head-heatmap", f"ap-head-{i}"]
     query.figure.css_classes = ["ap-query-plot"]

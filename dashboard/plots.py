@@ -259,7 +259,7 @@ def colorbar_strip(height: int = HEAD_SIZE) -> hv.Image:
     """The shared 0..1 colour scale of every weight map, as a thin vertical strip."""
     grad = np.linspace(1, 0, 256, dtype=np.float32)[:, None]            # top = 1
     return hv.Image(grad, bounds=(0, 0, 1, 1), kdims=["x", "weight"], vdims=["w"]).opts(
-        cmap=CMAP, clim=(0, 1), frame_width=14, frame_height=height, xaxis=None, yaxis="right",
+        cmap=CMAP, clim=(0, 1), width=70, height=height + 45, xaxis=None, yaxis="right",
         toolbar=None, default_tools=[], title="weight", fontsize={"title": "9pt"},
     )
 

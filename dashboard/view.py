@@ -186,8 +186,8 @@ class PlaygroundView:
         )
 
         colorbar = render(plots.colorbar_strip()).state
-        colorbar.update(width=80, height=plots.HEAD_SIZE + 110)   # fixed size, stays put in a row
         colorbar.css_classes = ["ap-colorbar"]
+        colorbar.styles = {**colorbar.styles, "flex": "none"}
         self.colorbar = pn.pane.Bokeh(colorbar, margin=(0, 4), styles={"flex": "none"})
         self.heads_box = _Wrap(self.colorbar, css_classes=["ap-heads"], sizing_mode="stretch_width")
         self.head_plots: list[LivePlot] = []
