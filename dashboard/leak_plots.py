@@ -1,0 +1,288 @@
+"""Pure functions from a leak report to what the "Leak detector" tab shows (HoloViews, Bokeh backend).
+
+No model runs here: every number comes from a :class:`attention.verify.leaks.LeakReport` (the
+dependency map, the allowed keep-mask, the leaks and the prefix sweep) or from the dense keep-masks
+of :func:`attention.zoo.mask_gallery`. The functions build small elements (``T <= 32``):
+
+- :func:`dependency_heatmap`: the map ``‖∂y_i/∂x_j‖`` as an ``hv.HeatMap`` (one cell per pair, so
+  the hover can say whether the pair is allowed), the allowed region's boundary as ``hv.Segments``,
+  a red × on every leak and a ring around the largest one;
+- :func:`sweep_chart`: max |Δ| of outputs ``0..L`` per prefix ``L``, one dot per ``L`` coloured by
+  what the relation demands there (checked and unchanged, checked and moved, not checked);
+- :func:`mask_thumbnail`: one keep-mask of the mask zoo;
+- :func:`verdict_html`, :func:`first_leak_sentence`: the PASS/FAIL badge and the largest leak in words.
+
+Orientation (unit-tested): output ``i`` is on the y axis with output 0 at the top (``invert_yaxis``),
+input ``j`` on the x axis, as the playground draws queries and keys.
+"""
+from __future__ import annotations
+
+import html
+
+import holoviews as hv
+import holoviews.plotting.bokeh  # noqa: F401  registers the Bokeh backend (no notebook side effects)
+import numpy as np
+from bokeh.palettes import Blues256
+from torch import Tensor
+
+from attention.verify.leaks import LeakReport
+
+__all__ = [
+    "ALLOWED_COLOR",
+    "CHECKED_COLOR",
+    "DECADES",
+    "FAILED_COLOR",
+    "LEAK_COLOR",
+    "MAP_SIZE",
+    "THUMB_SIZE",
+    "UNCHECKED_COLOR",
+    "allowed_outline",
+    "dependency_heatmap",
+    "dependency_table",
+    "first_leak_sentence",
+    "mask_thumbnail",
+    "sweep_chart",
+    "sweep_table",
+    "verdict_html",
+]
+
+DEP_CMAP = list(Blues256[::-1][40:200])  # light blue (weak) -> mid blue (strong); white is "no path"
+NO_PATH_COLOR = "#ffffff"
+ALLOWED_COLOR = "#f59e0b"             # outline of the allowed region
+LEAK_COLOR = "#dc2626"                # × on every leak, ring on the largest
+CHECKED_COLOR = "#16a34a"             # sweep: checked prefix, outputs 0..L unchanged
+FAILED_COLOR = "#dc2626"              # sweep: checked prefix, outputs 0..L moved
+UNCHECKED_COLOR = "#94a3b8"           # sweep: the relation lets outputs <= L see inputs > L
+KEEP_COLOR = "#2563eb"                # mask thumbnails, as in the playground's mask
+BLOCKED_COLOR = "#e2e8f0"
+DECADES = 6                           # the colour scale spans this many powers of ten below the max
+MAP_SIZE = 360                        # frame width/height of the dependency map, px
+THUMB_SIZE = 104                      # frame width of one mask thumbnail, px
+
+
+def _ticks(n: int, target: int = 12) -> list[int]:
+    step = next(s for s in (1, 2, 4, 5, 8, 10, 16, 20, 32, 50) if n / s <= target)
+    return list(range(0, n, step))
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}" if x else "0"
+
+
+# ----------------------------------------------------------------------------------------------
+# dependency map
+def dependency_table(report: LeakReport) -> dict[str, np.ndarray]:
+    """One row per (output ``i``, input ``j``) pair, row-major: what the heatmap draws and hovers.
+
+    Columns: ``output``, ``input`` (ints), ``magnitude`` (``‖∂y_i/∂x_j‖``, float64), ``dependency``
+    (the magnitude where it is above the report's ``atol``, else NaN: drawn as "no path"),
+    ``allowed`` and ``leak`` (bool: forbidden by the relation and above ``atol``).
+    """
+    D = report.dep_map.detach().double().cpu().numpy()            # (T_out, T_in)
+    keep = report.allowed_dense.cpu().numpy().astype(bool)         # (T_out, T_in)
+    T, S = D.shape
+    out, inp = np.meshgrid(np.arange(T), np.arange(S), indexing="ij")
+    depends = D > report.atol
+    return dict(
+        output=out.ravel(), input=inp.ravel(), magnitude=D.ravel(),
+        dependency=np.where(depends, D, np.nan).ravel(),
+        allowed=keep.ravel(), leak=(depends & ~keep).ravel(),
+    )
+
+
+def allowed_outline(keep: Tensor | np.ndarray) -> list[np.ndarray]:
+    """The boundary of the allowed cells of a ``(T, S)`` keep-mask, as straight segments.
+
+    Cell ``(i, j)`` covers ``x`` in ``j ± 0.5`` and ``y`` in ``i ± 0.5``. A cell side is on the
+    boundary when the cell is allowed and its neighbour across that side is not (or is outside the
+    grid). Collinear touching sides are merged, so the causal mask gives the left edge, the bottom
+    edge and a staircase. Returns a list of ``(2, 2)`` arrays ``[[x0, y0], [x1, y1]]``.
+    """
+    k = np.asarray(keep, dtype=bool)
+    T, S = k.shape
+    padded = np.zeros((T + 2, S + 2), dtype=bool)
+    padded[1:-1, 1:-1] = k
+    segments: list[np.ndarray] = []
+    # horizontal sides: between rows r-1 and r (y = r - 0.5), r = 0..T
+    for r in range(T + 1):
+        edge = padded[r, 1:-1] != padded[r + 1, 1:-1]              # (S,): one cell allowed, other not
+        segments += [np.array([[a - 0.5, r - 0.5], [b + 0.5, r - 0.5]]) for a, b in _runs(edge)]
+    # vertical sides: between columns c-1 and c (x = c - 0.5), c = 0..S
+    for c in range(S + 1):
+        edge = padded[1:-1, c] != padded[1:-1, c + 1]              # (T,)
+        segments += [np.array([[c - 0.5, a - 0.5], [c - 0.5, b + 0.5]]) for a, b in _runs(edge)]
+    return segments
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """``(first, last)`` index of every run of ``True`` in a 1-D bool array."""
+    runs, start = [], None
+    for i, f in enumerate(flags.tolist() + [False]):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    return runs
+
+
+def dependency_heatmap(report: LeakReport, *, size: int = MAP_SIZE) -> hv.Overlay:
+    """The dependency map with the allowed region outlined and the leaks marked.
+
+    Layers, in order: ``hv.HeatMap`` (colour = ``‖∂y_i/∂x_j‖`` on a log scale over ``DECADES``
+    decades below the largest entry; white = no path at all), ``hv.Segments`` (the boundary of the
+    allowed cells, :func:`allowed_outline`), ``hv.Points`` (a × on every leak) and ``hv.Points``
+    (a ring on the largest leak, empty when there is none).
+    """
+    t = dependency_table(report)
+    T, S = report.dep_map.shape
+    top = float(np.nanmax(t["magnitude"], initial=0.0)) or 1.0
+    out_dim = hv.Dimension("output", label="output i")
+    in_dim = hv.Dimension("input", label="input j")
+    heat = hv.HeatMap(
+        (t["input"], t["output"], t["dependency"], [_fmt(m) for m in t["magnitude"]],
+         np.where(t["allowed"], "yes", "no"), np.where(t["leak"], "LEAK", "-")),
+        kdims=[in_dim, out_dim],
+        vdims=[hv.Dimension("dependency", label="‖∂y_i/∂x_j‖"), "magnitude", "allowed", "leak"],
+    ).opts(
+        cmap=DEP_CMAP, logz=True, clim=(top * 10.0**-DECADES, top),
+        clipping_colors={"NaN": NO_PATH_COLOR}, colorbar=True, colorbar_opts={"title": ""},
+        line_color="#f1f5f9", line_width=0.5,
+        tools=["hover"], default_tools=[],
+        hover_tooltips=[("output i", "@{output}"), ("input j", "@{input}"),
+                        ("‖∂y_i/∂x_j‖", "@{magnitude}"), ("allowed", "@{allowed}"),
+                        ("leak", "@{leak}")],
+    )
+    seg = np.array(allowed_outline(report.allowed_dense.cpu().numpy())).reshape(-1, 4)  # x0 y0 x1 y1
+    outline = hv.Segments((seg[:, 0], seg[:, 1], seg[:, 2], seg[:, 3]),
+                          kdims=[in_dim, out_dim, "input_end", "output_end"]).opts(
+        color=ALLOWED_COLOR, line_width=3, default_tools=[])
+    leak_mask = t["leak"]
+    cell = size / max(T, S)
+    marks = hv.Points((t["input"][leak_mask], t["output"][leak_mask]), kdims=[in_dim, out_dim]).opts(
+        marker="x", color=LEAK_COLOR, line_width=2, size=max(5.0, 0.6 * cell), default_tools=[])
+    first = report.first_leak
+    ring_xy = ([first.in_pos], [first.out_pos]) if first is not None else ([], [])
+    ring = hv.Points(ring_xy, kdims=[in_dim, out_dim]).opts(
+        marker="circle", fill_alpha=0, line_color=LEAK_COLOR, line_width=2.5,
+        size=max(12.0, 1.5 * cell), default_tools=[])
+    ticks = _ticks(max(T, S))
+    n = len(report.leaks)
+    title = f"Dependency map · {report.allowed_name} outlined · " + (
+        f"{n} leak{'s' if n != 1 else ''}" if n else "no leak")
+    return (heat * outline * marks * ring).opts(
+        title=title, frame_width=size, frame_height=size, invert_yaxis=True,
+        xlim=(-0.5, S - 0.5), ylim=(-0.5, T - 0.5), xticks=[(i, str(i)) for i in ticks],
+        yticks=[(i, str(i)) for i in ticks], xlabel="input j", ylabel="output i",
+        toolbar=None, fontsize={"title": "10pt"},
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# prefix sweep
+def sweep_table(report: LeakReport) -> dict[str, np.ndarray]:
+    """One row per prefix ``L``: ``L``, ``diff`` (max |Δ| of outputs 0..L), ``status``, ``color``.
+
+    ``status`` is ``"checked"`` (the relation forbids outputs 0..L to see inputs after L, and they
+    stayed within ``sweep_atol``), ``"moved"`` (checked, and they moved: a failure) or
+    ``"not checked"`` (the relation allows some output <= L to see an input > L).
+    """
+    diff = report.sweep.detach().double().cpu().numpy()
+    checked = report.sweep_checked.cpu().numpy().astype(bool)
+    moved = checked & (diff > report.sweep_atol)
+    status = np.where(moved, "moved", np.where(checked, "checked", "not checked"))
+    color = np.where(moved, FAILED_COLOR, np.where(checked, CHECKED_COLOR, UNCHECKED_COLOR))
+    return dict(L=np.arange(len(diff)), diff=diff, status=status, color=color)
+
+
+def sweep_chart(report: LeakReport, *, width: int = 360) -> hv.Overlay:
+    """Max |Δ| of outputs ``0..L`` per prefix ``L``: stems, status-coloured dots, the tolerance line."""
+    t = sweep_table(report)
+    T = len(t["L"])
+    L = hv.Dimension("L", label="prefix L")
+    d = hv.Dimension("diff", label="max |Δ| of outputs 0..L")
+    top = max(float(t["diff"].max(initial=0.0)), report.sweep_atol) * 1.18
+    stems = hv.Spikes((t["L"], t["diff"]), kdims=[L], vdims=[d]).opts(
+        color="#cbd5e1", line_width=2, default_tools=[])
+    dots = hv.Scatter((t["L"], t["diff"], t["status"], t["color"]), kdims=[L],
+                      vdims=[d, "status", "color"]).opts(
+        color="color", size=9, line_color="white", tools=["hover"], default_tools=[],
+        hover_tooltips=[("prefix L", "@{L}"), ("max |Δ| of outputs 0..L", "@{diff}{0.00e0}"),
+                        ("status", "@{status}")])
+    tol = hv.HLine(report.sweep_atol).opts(color="#334155", line_dash="dashed", line_width=1)
+    label = hv.Text(-0.6, report.sweep_atol, f" tolerance {report.sweep_atol:g}",
+                    halign="left", valign="bottom").opts(text_font_size="8pt", text_color="#334155")
+    n_bad = len(report.sweep_failures)
+    title = "Prefix sweep · " + (f"{n_bad} prefix{'es' if n_bad != 1 else ''} moved" if n_bad
+                                 else "no checked prefix moved")
+    return (stems * dots * tol * label).opts(
+        title=title, frame_width=width, frame_height=200, xlim=(-0.7, T - 0.3),
+        ylim=(-0.04 * top, top), xticks=[(i, str(i)) for i in _ticks(T, 16)], toolbar=None,
+        fontsize={"title": "10pt"}, show_legend=False, yformatter="%.2g",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# the mask zoo
+def mask_thumbnail(name: str, keep: Tensor | np.ndarray, *, size: int = THUMB_SIZE,
+                   title: bool = True) -> hv.Image:
+    """One ``(T_q, S)`` keep-mask as a small image: blue = may attend, grey = blocked; query 0 on top.
+
+    ``title=False`` leaves the name off the figure (the dashboard prints it above, wrapped).
+    """
+    k = np.asarray(keep, dtype=bool)
+    Tq, S = k.shape
+    img = hv.Image(np.ascontiguousarray(k[::-1].astype(np.int8)), bounds=(-0.5, -0.5, S - 0.5, Tq - 0.5),
+                   kdims=["key", "query"], vdims=[hv.Dimension("keep", range=(0, 1))])
+    return img.opts(
+        cmap=[BLOCKED_COLOR, KEEP_COLOR], clim=(0, 1), invert_yaxis=True,
+        frame_width=size, frame_height=max(12, round(size * Tq / S)), title=name if title else "",
+        fontsize={"title": "8pt", "ticks": "7pt", "labels": "8pt"}, toolbar=None,
+        tools=["hover"], default_tools=[], xlabel="", ylabel="",
+        xticks=[0, S - 1], yticks=[0, Tq - 1],
+        hover_tooltips=[("query", "$y{0}"), ("key", "$x{0}"), ("may attend", "@image")],
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# words
+def first_leak_sentence(report: LeakReport) -> str:
+    """The largest leak in words, e.g. "Output 0 depends on input 1, which the relation forbids"."""
+    rel = report.allowed_name
+    first = report.first_leak
+    if first is not None:
+        more = len(report.leaks) - 1
+        tail = f" ({more} more forbidden pair{'s' if more != 1 else ''})" if more else ""
+        return (f"Output {first.out_pos} depends on input {first.in_pos}, which the relation "
+                f"({rel}) forbids: ‖∂y_{first.out_pos}/∂x_{first.in_pos}‖ = {first.magnitude:.3g}"
+                f"{tail}.")
+    fails = report.sweep_failures
+    if fails:
+        L = fails[0]
+        return (f"No forbidden dependency in the map at this input, but replacing the inputs after "
+                f"L = {L} moved outputs 0..{L} by {float(report.sweep[L]):.3g}, which the relation "
+                f"({rel}) forbids.")
+    forbidden = report.dep_map[~report.allowed_dense]
+    if forbidden.numel() == 0:
+        return f"No output depends on an input the relation ({rel}) forbids: it forbids nothing."
+    size = ("exactly 0" if float(forbidden.abs().max()) == 0.0
+            else f"below {report.atol:.1e} (10⁻⁹ of the strongest dependency)")
+    return (f"No output depends on an input the relation ({rel}) forbids: all {forbidden.numel()} "
+            f"forbidden pairs are {size}, and no checked prefix moved.")
+
+
+def verdict_html(report: LeakReport) -> str:
+    """The badge: ``<span class="ap-badge ap-leak-badge ap-pass|ap-fail" data-verdict=...>``."""
+    word = "PASS" if report.passed else "FAIL"
+    n = len(report.leaks)
+    if report.passed:
+        why = f"no leak against {report.allowed_name}"
+    else:
+        parts = [f"{n} leak{'s' if n != 1 else ''}"] if n else []
+        if report.sweep_failures:
+            k = len(report.sweep_failures)
+            parts.append(f"{k} prefix{'es' if k != 1 else ''} moved")
+        why = " and ".join(parts) + f" against {report.allowed_name}"
+    return (f'<div class="ap-verdict"><span class="ap-badge ap-leak-badge ap-{word.lower()}" '
+            f'data-verdict="{word}">{word}</span>'
+            f'<span class="ap-verdict-why">{html.escape(why)}</span></div>')
