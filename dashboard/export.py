@@ -86,15 +86,16 @@ mask_title.text = causal ? "Causal keep-mask" : "No mask (full attention)";
 // invariance for prefix L
 const D = view(causal ? store.data.diff_causal[0] : store.data.diff_full[0]);  // (T*T,): row L
 const d = D.subarray(L * T, (L + 1) * T);
-const same = new Float64Array(T), changed = new Float64Array(T);
+const same = new Float64Array(T), changed = new Float64Array(T), violated = new Float64Array(T);
 let top = 1e-3;
 for (let i = 0; i < T; i++) {
-  if (i <= L) same[i] = d[i]; else changed[i] = d[i];
+  if (i > L) changed[i] = d[i]; else if (d[i] > meta.atol) violated[i] = d[i]; else same[i] = d[i];
   top = Math.max(top, d[i]);
 }
 top *= 1.15;
 same_source.data = Object.assign({}, same_source.data, {top: same, diff: same});
 changed_source.data = Object.assign({}, changed_source.data, {top: changed, diff: changed});
+violated_source.data = Object.assign({}, violated_source.data, {top: violated, diff: violated});
 span.right = L + 0.5;
 line.location = L + 0.5;
 label_source.data = {x: [L + 0.5], y: [top * 0.93], text: [" L = " + L]};
@@ -180,7 +181,7 @@ def build_document(source: AttentionPlayground | dict[str, Any] | None = None):
         max_future_causal=both[True].result.max_future_weight,
         max_future_full=both[False].result.max_future_weight,
         future_atol=FUTURE_ATOL,
-        atol_text=f"{r.invariance.atol:g}",
+        atol=float(r.invariance.atol), atol_text=f"{r.invariance.atol:g}",
     )
 
     # figures: the dashboard's own frames, drawn once by HoloViews
@@ -206,7 +207,7 @@ def build_document(source: AttentionPlayground | dict[str, Any] | None = None):
     stats = Div(text=plots.invariance_summary_html(r), stylesheets=[CSS],
                 css_classes=["ap-stats-pane"])
 
-    span, same, changed, vline, label = inv._leaves
+    span, same, changed, vline, label, violated = inv._leaves
     update = CustomJS(args=dict(
         meta=meta, store=store, causal_box=causal_box, prefix_slider=prefix_slider,
         query_slider=query_slider,
@@ -215,6 +216,7 @@ def build_document(source: AttentionPlayground | dict[str, Any] | None = None):
         query_source=query._leaves[0].handles["source"], query_title=query.figure.title,
         mask_source=mask._leaves[0].handles["source"], mask_title=mask.figure.title,
         same_source=same.handles["source"], changed_source=changed.handles["source"],
+        violated_source=violated.handles["source"],
         span=span.handles["glyph"], line=vline.handles["glyph"],
         label_source=label.handles["source"], inv_range=inv.figure.y_range,
         verdict=verdict, stats=stats,

@@ -37,6 +37,7 @@ __all__ = [
     "Layer",
     "MAX_PIXELS",
     "TICK_LABEL_LIMIT",
+    "VIOLATION_COLOR",
     "colorbar_strip",
     "head_frame",
     "head_heatmap",
@@ -61,10 +62,11 @@ ACCENT = "#22d3ee"            # selected query marker
 KEEP_COLOR = "#2563eb"
 BLOCKED_COLOR = "#cbd5e1"
 SAME_COLOR = "#16a34a"        # positions 0..L (must not change)
+VIOLATION_COLOR = "#dc2626"   # positions 0..L that changed beyond atol (the check fails)
 CHANGED_COLOR = "#f97316"     # positions after L (perturbed)
 MAX_PIXELS = 2**20            # pixels shipped for all head maps together before pooling kicks in
 TICK_LABEL_LIMIT = 32         # token names on the axes up to this many positions
-HEAD_SIZE = 170               # frame width/height of one head's map, px
+HEAD_SIZE = 160               # frame width/height of one head's map, px (4 + colour bar per row at 1400 px)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,7 +291,7 @@ def query_heads(result: PlaygroundResult, query: int) -> hv.Image:
 # ----------------------------------------------------------------------------------------------
 # single token, step by step
 def _bars_frame(layers: tuple[Layer, ...], n: int, title: str, xlabel: str, ylabel: str,
-                ticks, rotation: int, ylim, width: int = 165) -> Frame:
+                ticks, rotation: int, ylim, width: int = 140) -> Frame:
     return Frame(layers=layers, title=title, xlim=(-0.5, n - 0.5), ylim=ylim, xticks=ticks,
                  xrotation=rotation, tooltips=[(xlabel, "@{%s}" % xlabel), (ylabel, "@top{0.0000}")],
                  opts=dict(frame_width=width, frame_height=140, xlabel=xlabel, ylabel=ylabel,
@@ -318,13 +320,13 @@ def single_token_frames(steps: SingleTokenSteps, tokens: tuple[str, ...]) -> lis
     out = steps.output.numpy()
     return [
         scores(steps.raw.numpy(), "score", "1 · raw scores q·k"),
-        scores(steps.scaled.numpy(), "scaled", f"2 · scaled by 1/√D = {steps.scale:.3f}"),
-        _bars_frame((_bars(keep, SAME_COLOR, "key", "keep"),), T, "3 · keep-mask (1 = keep)",
+        scores(steps.scaled.numpy(), "scaled", f"2 · scaled ×{steps.scale:.3f}"),
+        _bars_frame((_bars(keep, SAME_COLOR, "key", "keep"),), T, "3 · keep-mask",
                     "key", "keep", ticks, rot, (0, 1.05)),
         _bars_frame((_bars(steps.weights.numpy(), "#9333ea", "key", "weight"),), T,
                     "4 · softmax weights", "key", "weight", ticks, rot, (0, 1.05)),
         _bars_frame((_bars(out, "#0f766e", "dim", "value"),), len(out), "5 · output Σ w·v",
-                    "dim", "value", _number_ticks(len(out)), 0, _value_lim(out), width=150),
+                    "dim", "value", _number_ticks(len(out)), 0, _value_lim(out), width=130),
     ]
 
 
@@ -335,7 +337,7 @@ def single_token_bars(steps: SingleTokenSteps, tokens: tuple[str, ...]) -> hv.La
 
 # ----------------------------------------------------------------------------------------------
 # causal mask and invariance
-def mask_frame(result: PlaygroundResult, *, size: int = 200) -> Frame:
+def mask_frame(result: PlaygroundResult, *, size: int = 180) -> Frame:
     """The keep-mask that was applied: blue = may attend, grey = blocked."""
     T = result.seq_len
     f = pool_factor(T, 1, MAX_PIXELS // 4)
@@ -357,27 +359,32 @@ def mask_image(result: PlaygroundResult) -> hv.Image:
     return to_element(mask_frame(result))
 
 
-def invariance_frame(result: PlaygroundResult, *, width: int = 430) -> Frame:
+def invariance_frame(result: PlaygroundResult, *, width: int = 380) -> Frame:
     """max |output difference| at every position after perturbing every token after ``L``.
 
-    Positions ``0..L`` (green, shaded) must stay at 0 for a causal model; positions after ``L``
-    (orange) are where the inputs changed, so their outputs normally move.
+    Positions ``0..L`` (shaded) must stay at 0 for a causal model: drawn green where they moved
+    at most ``atol``, red (a violation) where they moved more. Positions after ``L`` (orange) are
+    where the inputs changed, so their outputs normally move. The red layer comes last, so the
+    first five layers (shading, green, orange, L line, label) keep their places.
     """
     inv = result.invariance
     L, T = inv.prefix, result.seq_len
     d = inv.position_diff.numpy()
     idx = np.arange(T)
+    violated = (idx <= L) & (d > inv.atol)
     top = float(max(d.max(initial=0.0), 1e-3)) * 1.15
     dims = dict(kdims=["position"], vdims=["diff"])
     layers = (
         Layer("vspan", lo=-0.5, hi=L + 0.5, style=dict(color=SAME_COLOR, alpha=0.08)),
-        Layer("bars", values=np.where(idx <= L, d, 0.0).astype(np.float32),
+        Layer("bars", values=np.where((idx <= L) & ~violated, d, 0.0).astype(np.float32),
               style=dict(color=SAME_COLOR, line_color=None, **dims)),
         Layer("bars", values=np.where(idx > L, d, 0.0).astype(np.float32),
               style=dict(color=CHANGED_COLOR, line_color=None, **dims)),
         Layer("vline", pos=L + 0.5, style=dict(color="#334155", line_dash="dashed", line_width=1.5)),
         Layer("text", x=L + 0.5, y=top * 0.93, text=f" L = {L}",
               style=dict(halign="left", text_font_size="9pt", text_color="#334155")),
+        Layer("bars", values=np.where(violated, d, 0.0).astype(np.float32),
+              style=dict(color=VIOLATION_COLOR, line_color=None, **dims)),
     )
     return Frame(
         layers=layers, title="Output change per position (0..L must be 0)", xlim=(-0.5, T - 0.5),
@@ -389,7 +396,8 @@ def invariance_frame(result: PlaygroundResult, *, width: int = 430) -> Frame:
 
 
 def invariance_chart(result: PlaygroundResult) -> hv.Overlay:
-    """``invariance_frame`` as an Overlay (shading, two bar layers, the L line and its label)."""
+    """``invariance_frame`` as an Overlay (shading, green bars, orange bars, the L line, its label,
+    red bars)."""
     return to_element(invariance_frame(result))
 
 

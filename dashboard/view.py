@@ -76,7 +76,7 @@ The **keep-mask** lets query i read keys 0..i only. The proof is an experiment: 
 **0..L**, replace every token after **L** with random values and run the layer again. If the
 mask works, the outputs at positions 0..L do not move at all (green bars stay at 0) while later
 positions do (orange). Turn the causal mask off and the test fails: earlier outputs now depend
-on later tokens.
+on later tokens, and every position 0..L that moved is drawn red.
 """,
     "caveat": """
 **A caution.** Attention weights say where each position *reads from*, not *why* a model does
@@ -118,8 +118,8 @@ def _widget(pg: AttentionPlayground, name: str, spec: dict) -> pn.widgets.Widget
     """The widget for parameter ``name``, linked both ways (label, bounds, disabled follow it)."""
     spec = dict(spec)
     kind = spec.pop("type")
-    if "description" not in kind.param:
-        spec.setdefault("width", 245)          # room for the tooltip icon beside it
+    # sliders leave room for the tooltip icon beside them; inputs (own tooltip) fill the sidebar
+    spec.setdefault("width", 225 if "description" not in kind.param else 250)
     return kind.from_param(pg.param[name], **spec)
 
 
@@ -178,7 +178,7 @@ class PlaygroundView:
         self.widgets = {name: _widget(pg, name, spec) for name, spec in WIDGETS.items()}
         self.controls = pn.Column(*[_with_tooltip(w, pg.param[name].doc)
                                     for name, w in self.widgets.items()],
-                                  width=290, css_classes=["ap-controls"])
+                                  width=260, css_classes=["ap-controls"])
         self.download = pn.widgets.FileDownload(
             callback=self._download_html, filename="attention-playground.html",
             label="Download as HTML", color="primary", embed=False,
@@ -337,14 +337,14 @@ class PlaygroundView:
             pn.pane.Markdown(TEXT["caveat"].strip(), css_classes=["ap-caveat"],
                              styles={"background": "#fff7ed", "border-left": "3px solid #f97316",
                                      "padding": "0 8px", "font-size": "12px"}),
-            width=310, css_classes=["ap-sidebar"],
+            width=275, css_classes=["ap-sidebar"],
         )
         section = dict(sizing_mode="stretch_width", styles={"border-top": "1px solid #e2e8f0"})
         heads = pn.Column(_md("heads", max_width=900), self.heads_box, **section)
         self.query_row = query = pn.Row(self.query_pane, _md("query", width=330), **section)
         single = pn.Column(_md("single", max_width=900), self.single_pane, **section)
         self.analysis = _Wrap(
-            self.mask_pane, pn.Column(self.verdict, self.stats, width=380), self.inv_pane,
+            self.mask_pane, pn.Column(self.verdict, self.stats, width=310), self.inv_pane,
             sizing_mode="stretch_width", css_classes=["ap-invariance"],
         )
         causal = pn.Column(_md("causal", max_width=900), self.analysis, **section)

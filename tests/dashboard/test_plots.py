@@ -117,13 +117,48 @@ def test_single_token_panels_show_the_five_steps(pg):
 
 def test_invariance_chart_separates_kept_and_perturbed_positions(pg):
     overlay = plots.invariance_chart(pg.result)
-    span, same, changed, line, label = overlay.values()
+    span, same, changed, line, label, violated = overlay.values()
     d = pg.result.invariance.position_diff.numpy()
     np.testing.assert_array_equal(same.dimension_values(1)[:5], d[:5])
     assert np.all(same.dimension_values(1)[5:] == 0)
     np.testing.assert_array_equal(changed.dimension_values(1)[5:], d[5:])
+    assert np.all(violated.dimension_values(1) == 0)             # causal: nothing before L moved
     assert line.data == 4.5 and tuple(span.data) == (-0.5, 4.5) and "L = 4" in label.text
     render(overlay)
+
+
+def _bar_colours(plot) -> np.ndarray:
+    """Colour of each position's visible bar in a rendered invariance chart (None: no bar)."""
+    bars = [sp for sp in plot.subplots.values() if "top" in sp.handles.get("source").data]
+    T = len(bars[0].handles["source"].data["top"])
+    colours = np.full(T, None, dtype=object)
+    for sp in bars:
+        top = np.asarray(sp.handles["source"].data["top"])
+        colours[top > 0] = sp.handles["glyph"].fill_color
+    return colours
+
+
+def test_non_causal_changes_before_L_are_drawn_red_not_green():
+    full = AttentionPlayground(seq_len=9, num_heads=3, head_dim=4, prefix=4, causal=False)
+    inv = full.result.invariance
+    d = inv.position_diff.numpy()
+    assert not inv.passed and np.any(d[:5] > inv.atol)            # the experiment really fails
+    colours = _bar_colours(render(plots.invariance_chart(full.result)))
+    for i in range(9):
+        if i > 4:
+            want = plots.CHANGED_COLOR
+        elif d[i] > inv.atol:
+            want = plots.VIOLATION_COLOR
+        else:
+            want = plots.SAME_COLOR if d[i] > 0 else None
+        assert colours[i] == want, (i, d[i], colours[i])
+    assert plots.SAME_COLOR not in set(colours[:5][d[:5] > inv.atol])
+
+
+def test_causal_positions_up_to_L_are_green_or_empty_never_red(pg):
+    colours = _bar_colours(render(plots.invariance_chart(pg.result)))
+    assert plots.VIOLATION_COLOR not in set(colours)
+    assert set(colours[5:]) <= {plots.CHANGED_COLOR, None}
 
 
 def test_mask_image_is_the_keep_mask(pg):
