@@ -421,17 +421,17 @@ stripe alone would not prove.
 }
 
 WIDGETS = {
-    "model": (pn.widgets.RadioButtonGroup, dict(button_type="primary", button_style="outline",
+    "model": (pn.widgets.RadioButtonGroup, dict(color="primary", variant="outline",
                                                  css_classes=["ap-th-model"], orientation="vertical")),
     "random_seed": (pn.widgets.IntInput, dict(css_classes=["ap-th-random-seed"])),
-    "input_kind": (pn.widgets.RadioButtonGroup, dict(button_type="primary", button_style="outline",
+    "input_kind": (pn.widgets.RadioButtonGroup, dict(color="primary", variant="outline",
                                                       css_classes=["ap-th-input"], orientation="vertical")),
     "seed": (pn.widgets.IntInput, dict(css_classes=["ap-th-seed"])),
     "custom_tokens": (pn.widgets.TextInput, dict(css_classes=["ap-th-tokens"],
                                                  placeholder="e.g. 5 9 2 7 5 9 2, then Enter")),
-    "layer": (pn.widgets.RadioButtonGroup, dict(button_type="primary", button_style="outline",
+    "layer": (pn.widgets.RadioButtonGroup, dict(color="primary", variant="outline",
                                                  css_classes=["ap-th-layer"])),
-    "head": (pn.widgets.RadioButtonGroup, dict(button_type="primary", button_style="outline",
+    "head": (pn.widgets.RadioButtonGroup, dict(color="primary", variant="outline",
                                                 css_classes=["ap-th-head"])),
 }
 
