@@ -48,11 +48,13 @@ MAX_EXPORT_CELLS = plots.MAX_PIXELS            # T*T*H: every head map at full r
 _PAGE_CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #0f172a;
        margin: 0; }
-.ap-header { background: #1e293b; color: white; padding: 10px 20px; font-size: 22px; }
 .ap-section h3 { margin: 12px 0 4px 0; font-size: 16px; }
 .ap-section p { margin: 4px 0; font-size: 13px; line-height: 1.45; max-width: 900px; }
 .ap-caveat { background: #fff7ed; border-left: 3px solid #f97316; padding: 2px 8px; font-size: 12px; }
 """
+
+_HEADER_STYLE = {"background": "#1e293b", "color": "white", "padding": "10px 20px",
+                 "font-size": "22px", "box-sizing": "border-box"}
 
 _UPDATE_JS = """
 const T = meta.T, H = meta.H;
@@ -250,8 +252,9 @@ def build_document(source: AttentionPlayground | dict[str, Any] | None = None):
                                styles={"flex-wrap": "wrap"}, css_classes=["ap-invariance"])),
         sizing_mode="stretch_width",
     )
-    header = Div(text="<div class='ap-header'>Attention Playground</div>", stylesheets=[_PAGE_CSS],
-                 sizing_mode="stretch_width")
+    # the band is the Div itself (its host element stretches; a div inside it only fits its text)
+    header = Div(text="Attention Playground", css_classes=["ap-header"], sizing_mode="stretch_width",
+                 styles=_HEADER_STYLE)
     return column(header, row(sidebar, main, sizing_mode="stretch_width"),
                   sizing_mode="stretch_width")
 

@@ -133,3 +133,39 @@ def test_export_query_follows_the_slider_and_a_heatmap_click(offline_page, expor
     wait_for(page, lambda: slider_value(page, ".ap-query") == "3", what="query slider at 3")
     wait_for(page, lambda: title_names(3), what='title "Query 3"')
     assert_clean(page, watch, attempts, exported.as_uri())
+
+
+def test_export_header_band_spans_the_window(offline_page):
+    page, _, _ = offline_page
+    width = page.evaluate("""() => {
+        const find = (root) => { for (const e of root.querySelectorAll('*')) {
+            if (e.classList.contains('ap-header')) return e;
+            if (e.shadowRoot) { const f = find(e.shadowRoot); if (f) return f; } } return null; };
+        return find(document).getBoundingClientRect().width; }""")
+    assert width >= 0.95 * page.viewport_size["width"]
+
+
+def _invariance_bars(page) -> dict:
+    """Bar heights of the invariance chart, by fill colour (from the Bokeh document)."""
+    return page.evaluate("""() => {
+        const out = {};
+        for (const m of Bokeh.documents[0].all_models) {
+            if (m.type !== 'GlyphRenderer' || m.glyph.type !== 'Quad') continue;
+            const c = m.glyph.fill_color; out[typeof c === "string" ? c : (c.value ?? JSON.stringify(c))] = Array.from(m.data_source.data.top);
+        }
+        return out; }""")
+
+
+def test_export_draws_outputs_before_L_that_moved_red_when_causal_is_off(offline_page):
+    from dashboard.plots import CHANGED_COLOR, SAME_COLOR, VIOLATION_COLOR
+    page, _, _ = offline_page
+    L = DEFAULTS.prefix.default
+    bars = _invariance_bars(page)
+    assert set(bars) >= {VIOLATION_COLOR, SAME_COLOR, CHANGED_COLOR}, sorted(bars)
+    assert not any(bars[VIOLATION_COLOR])                    # causal: nothing red
+    page.locator(".ap-causal input[type=checkbox]").click()
+    wait_for(page, lambda: verdict(page) == "FAIL", what="verdict FAIL")
+    bars = _invariance_bars(page)
+    red, green, orange = bars[VIOLATION_COLOR], bars[SAME_COLOR], bars[CHANGED_COLOR]
+    assert all(v > 0 for v in red[:L + 1]) and not any(red[L + 1:])
+    assert not any(green[:L + 1]) and any(orange[L + 1:])
