@@ -355,3 +355,15 @@ def test_the_app_has_a_trained_heads_tab():
     component = factory()
     assert "ap-trained-heads" in component.css_classes
     assert [c.name for c in component.select(pn.widgets.RadioButtonGroup)][:2] == ["Model", "Input"]
+
+
+def test_a_single_token_input_still_draws_every_view():
+    th = TrainedHeads()
+    view = TrainedHeadsView(th)
+    with rendered(view.layout) as page:
+        th.param.update(input_kind="custom", custom_tokens="42")
+        assert th.input_error == "" and th.query == 0
+        assert image_of(only(page.doc, "ap-th-main")).shape == (1, 1)
+        assert image_of(only(page.doc, "ap-th-cell-1-1"))[0, 0] == pytest.approx(1.0)
+        assert "After your one token" in view.summary.object
+        assert "data-query='0'" in view.reading.object
