@@ -63,7 +63,7 @@ __all__ = [
     "trained_model",
 ]
 
-RANDOM_STD = 0.25          # std of the random model's weights (see TEXT["models"])
+RANDOM_STD = 0.25          # std of the random model's weights (see TEXT["random"])
 FORWARD_CACHE = 32         # forward passes kept per TrainedHeads
 
 
@@ -215,7 +215,7 @@ class TrainedHeads(pn.viewable.Viewer):
         The model whose heads are shown: the 2-layer transformer trained by
         `python -m attention.train`, or the same architecture with random weights.""")
     random_seed = param.Integer(default=0, bounds=(0, 2**31 - 1), label="Seed of the random weights",
-                                doc="Seeds the random model's weights (N(0, 0.25²)).")
+                                doc=f"Seeds the random model's weights (N(0, {RANDOM_STD}²)).")
     input_kind = param.Selector(default="preset", objects={"Repeated random tokens": "preset",
                                                            "My own token ids": "custom"},
                                 label="Input", doc="""
@@ -288,12 +288,15 @@ class TrainedHeads(pn.viewable.Viewer):
             self.custom_tokens = " ".join(map(str, self.result.tokens))     # start from what is shown
         try:
             tokens, error = self._tokens(), ""
-        except ValueError as err:
+            period = len(tokens) // 2 if self.input_kind == "preset" else None
+        except ValueError as err:                   # keep showing the last valid input
             error = str(err)
-            tokens = self.result.tokens if self.result is not None else tuple(
-                preset_induction_input(self.vocab_size, self.max_len, self.seed)[0].tolist())
+            if self.result is not None:
+                tokens, period = self.result.tokens, self.result.period
+            else:
+                tokens = tuple(preset_induction_input(self.vocab_size, self.max_len, self.seed)[0].tolist())
+                period = len(tokens) // 2
         seed = self.random_seed if self.model == "random" else None
-        period = len(tokens) // 2 if self.input_kind == "preset" and not error else None
         result = self._forward(self.model, seed, tokens, period)
         metrics = list(model_metrics(self.model, seed or 0))
         T = result.seq_len
@@ -407,7 +410,7 @@ nats (0 = all weight on one key). The best head of each kind scoring at least 0.
 badge; other heads above 0.5 an outlined one: several heads can learn the same job.
 """,
     "random": """
-**Random weights:** the same architecture with every weight matrix drawn from N(0, 0.25²). Its heads
+**Random weights:** the same architecture with every weight matrix drawn from N(0, {std}²). Its heads
 still attend, sharply but arbitrarily: their patterns follow whatever the random projections
 happen to match, not the repeat, and no head scores as a previous-token or induction head.
 (Training starts from much smaller weights, where every head spreads its attention almost evenly.)
@@ -488,7 +491,7 @@ class TrainedHeadsView:
                                     stylesheets=[CSS], sizing_mode="stretch_width")
         self.message = pn.pane.HTML(self._message_html(), css_classes=["ap-th-message"],
                                     stylesheets=[CSS], sizing_mode="stretch_width")
-        self.random_note = _md("random")
+        self.random_note = _md("random", std=RANDOM_STD)
         self._show_widgets()
         self.layout = self._assemble()
         th.param.watch(self._on_change, ["result", "metrics", "layer", "head", "query", "input_error",
@@ -545,27 +548,30 @@ class TrainedHeadsView:
     def _table_html(self) -> str:
         return self._hp.metrics_table_html(self.th.metrics, selected=(self.th.layer, self.th.head))
 
+    @staticmethod
+    def _tok(token: int) -> str:
+        return f"<b class='tok'>{token}</b>"
+
     def _reading_html(self) -> str:
         th = self.th
         q = min(th.query, th.result.seq_len - 1)
         rd = query_reading(th.result, th.layer, th.head, q)
-        tok = lambda t: f"<b class='tok'>{t}</b>"                      # noqa: E731
         why = {
             "previous": "the position just before it (previous-token pattern).",
-            "after-previous-occurrence": (f"the token that followed the earlier {tok(rd['token'])} "
+            "after-previous-occurrence": (f"the token that followed the earlier {self._tok(rd['token'])} "
                                           f"at position {rd['occurrence']} (induction pattern)."),
             "self": "itself.",
             "": "a position with no simple relation to it.",
         }[rd["relation"]]
         nxt = th.result.tokens[q + 1] if q + 1 < th.result.seq_len else None
         verdict = ("" if nxt is None else
-                   " ✓ correct" if rd["prediction"] == nxt else f" (the input has {tok(nxt)})")
+                   " ✓ correct" if rd["prediction"] == nxt else f" (the input has {self._tok(nxt)})")
         return (f"<div class='ap-th-line' data-query='{q}' data-top-key='{rd['key']}' "
                 f"data-relation='{rd['relation']}'>"
-                f"<b>Query {q}</b> holds token {tok(rd['token'])}. Layer {th.layer} head {th.head} puts "
+                f"<b>Query {q}</b> holds token {self._tok(rd['token'])}. Layer {th.layer} head {th.head} puts "
                 f"<b>{rd['weight']:.2f}</b> of its attention on key {rd['key']} (token "
-                f"{tok(rd['key_token'])}): {why}<br>The model's next token after position {q}: "
-                f"{tok(rd['prediction'])}{verdict}</div>")
+                f"{self._tok(rd['key_token'])}): {why}<br>The model's next token after position {q}: "
+                f"{self._tok(rd['prediction'])}{verdict}</div>")
 
     def _summary_html(self) -> str:
         r = self.th.result

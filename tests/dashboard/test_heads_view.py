@@ -190,9 +190,10 @@ def test_switching_to_custom_input_starts_from_the_tokens_shown():
 def test_bad_custom_input_keeps_the_last_result_and_says_why():
     th = TrainedHeads(input_kind="custom", custom_tokens="5 9 2 7 5 9 2")
     view = TrainedHeadsView(th)
-    good = th.result
+    good, n = th.result, th.n_forward
     th.custom_tokens = "5 9 banana"
     assert th.result is good and "'banana' is not a token id" in th.input_error
+    assert th.n_forward == n
     assert "ap-th-error" in view.message.object and "banana" in view.message.object
     th.custom_tokens = "1 2 3"
     assert th.input_error == "" and th.result.tokens == (1, 2, 3)
@@ -367,3 +368,13 @@ def test_a_single_token_input_still_draws_every_view():
         assert image_of(only(page.doc, "ap-th-cell-1-1"))[0, 0] == pytest.approx(1.0)
         assert "After your one token" in view.summary.object
         assert "data-query='0'" in view.reading.object
+
+
+def test_a_bad_input_then_a_model_switch_shows_the_last_valid_tokens_in_the_other_model():
+    th = TrainedHeads()
+    preset = th.result
+    th.input_kind = "custom"
+    th.custom_tokens = "99"
+    th.model = "random"
+    assert th.result.tokens == preset.tokens and th.result.model == "random"
+    assert "token id 99 is out of range" in th.input_error
