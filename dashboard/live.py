@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from bokeh.models import FixedTicker, HoverTool
+from bokeh.models import CustomJSHover, FixedTicker, HoverTool
 from holoviews.core.util import dimension_sanitizer
 
 from .plots import Frame, Layer, to_element
@@ -135,6 +135,12 @@ class LivePlot:
             for tool in self._hover:
                 if list(tool.tooltips) != list(frame.tooltips):
                     tool.tooltips = list(frame.tooltips)
+        if frame.hover_labels is not None and frame.hover_labels != self.frame.hover_labels:
+            labels = list(frame.hover_labels)
+            for tool in self._hover:
+                for fmt in {id(f): f for f in (tool.formatters or {}).values()}.values():
+                    if isinstance(fmt, CustomJSHover) and "labels" in fmt.args:
+                        fmt.args = {**fmt.args, "labels": labels}
 
     def update(self, frame: Frame) -> None:
         """Show ``frame`` in place; layers that are the very same objects as before are skipped."""

@@ -40,6 +40,7 @@ __all__ = [
     "VIOLATION_COLOR",
     "colorbar_strip",
     "head_frame",
+    "hover_formatters",
     "head_heatmap",
     "invariance_chart",
     "invariance_frame",
@@ -100,7 +101,9 @@ class Frame:
 
     ``xlim``/``ylim`` are (low, high) data ranges (``invert_yaxis`` draws y from the top),
     ``xticks``/``yticks`` explicit ``[(position, label), ...]`` lists, ``tooltips`` the hover
-    lines. ``opts`` are fixed figure options (size, tools, fonts) for the first drawing.
+    lines. ``hover_labels`` (token names) let a tooltip write ``$x{custom}`` / ``$y{custom}``
+    to show the position as ``"i (name)"`` (``hover_formatters``). ``opts`` are fixed figure
+    options (size, tools, fonts) for the first drawing.
     """
 
     layers: tuple[Layer, ...]
@@ -112,7 +115,22 @@ class Frame:
     xrotation: int = 0
     invert_yaxis: bool = False
     tooltips: list[tuple[str, str]] | None = None
+    hover_labels: tuple[str, ...] | None = None
     opts: dict[str, Any] = field(default_factory=dict)
+
+
+# position -> "i (name)" in hover tooltips; ``labels`` is updated in place by ``LivePlot``
+HOVER_LABEL_JS = """
+const i = Math.round(value);
+return (i >= 0 && i < labels.length) ? i + " (" + labels[i] + ")" : String(i);
+"""
+
+
+def hover_formatters(labels: tuple[str, ...]) -> dict[str, Any]:
+    """Bokeh hover formatters that show ``$x{custom}`` / ``$y{custom}`` as ``"i (labels[i])"``."""
+    from bokeh.models import CustomJSHover
+    fmt = CustomJSHover(args=dict(labels=list(labels)), code=HOVER_LABEL_JS)
+    return {"$x": fmt, "$y": fmt}
 
 
 def _layer_element(layer: Layer) -> hv.Element:
@@ -150,6 +168,8 @@ def to_element(frame: Frame) -> hv.Element | hv.Overlay:
     if frame.yticks is not None:
         figure_opts["yticks"] = frame.yticks
     hover = {"hover_tooltips": frame.tooltips} if frame.tooltips else {}
+    if frame.tooltips and frame.hover_labels is not None:
+        hover["hover_formatters"] = hover_formatters(frame.hover_labels)
     layers = [_layer_element(layer) for layer in frame.layers]
     layers = [el.opts(default_tools=[], **(hover if layer.kind in ("image", "bars") else {}))
               for el, layer in zip(layers, frame.layers)]
@@ -237,8 +257,9 @@ def head_frame(result: PlaygroundResult, head: int, query: int | None = None) ->
         layers=layers, title=f"Head {head}" + (f" · max of {f}×{f}" if f > 1 else ""),
         xlim=(-0.5, T - 0.5), ylim=(-0.5, T - 0.5), xticks=ticks, yticks=ticks,
         xrotation=_rotation(result.tokens), invert_yaxis=True,
-        tooltips=[("head", str(head)), ("query", "$y{0}"), ("key", "$x{0}"),
+        tooltips=[("head", str(head)), ("query", "$y{custom}"), ("key", "$x{custom}"),
                   ("max weight" if f > 1 else "weight", "@image{0.000}")],
+        hover_labels=result.tokens,
         opts=dict(frame_width=HEAD_SIZE, frame_height=HEAD_SIZE, xlabel="key", ylabel="query",
                   fontsize={"title": "11pt"}),
     )
@@ -277,7 +298,8 @@ def query_frame(result: PlaygroundResult, query: int) -> Frame:
         xlim=(-0.5, T - 0.5), ylim=(-0.5, H - 0.5), xticks=_ticks(result.tokens),
         yticks=[(h, f"head {h}") for h in range(H)], xrotation=_rotation(result.tokens),
         invert_yaxis=True,
-        tooltips=[("head", "$y{0}"), ("key", "$x{0}"), ("weight", "@image{0.000}")],
+        tooltips=[("head", "$y{0}"), ("key", "$x{custom}"), ("weight", "@image{0.000}")],
+        hover_labels=result.tokens,
         opts=dict(frame_width=520, frame_height=max(60, 24 * H), colorbar=True, xlabel="key", ylabel="",
                   fontsize={"title": "11pt"}),
     )

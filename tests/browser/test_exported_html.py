@@ -169,3 +169,19 @@ def test_export_draws_outputs_before_L_that_moved_red_when_causal_is_off(offline
     red, green, orange = bars[VIOLATION_COLOR], bars[SAME_COLOR], bars[CHANGED_COLOR]
     assert all(v > 0 for v in red[:L + 1]) and not any(red[L + 1:])
     assert not any(green[:L + 1]) and any(orange[L + 1:])
+
+
+def test_export_hover_on_a_head_map_names_the_tokens(context, tmp_path):
+    from _harness import figure_frame_point
+    from dashboard.export import export_html
+    out = tmp_path / "words.html"
+    export_html(dict(text="the cat sat on mats", num_heads=2, prefix=1, query=2), str(out))
+    page = context.new_page()
+    page.goto(out.as_uri())
+    page.locator(".ap-head-heatmap").first.wait_for(state="visible")
+    page.wait_for_timeout(300)
+    page.mouse.move(*figure_frame_point(page, ".ap-head-1", 1, 3))      # key 1, query 3
+    tip = page.locator(".bk-tooltip-content").first
+    tip.wait_for(state="visible")
+    text = " ".join(tip.inner_text().split())
+    assert "3 (on)" in text and "1 (cat)" in text, text

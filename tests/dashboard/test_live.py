@@ -94,3 +94,14 @@ def test_an_unchanged_image_layer_is_not_resent(results):
     live.update(plots.with_marker(base, 4))
     assert source.data["image"][0] is image
     assert live._leaves[1].handles["glyph"].location == 4
+
+
+def test_hover_token_names_follow_new_text():
+    from bokeh.models import HoverTool
+    pg = AttentionPlayground(text="the cat sat", num_heads=2)
+    live = LivePlot(plots.head_frame(pg.result, 0, 1))
+    pg.text = "a dog ran far"
+    live.update(plots.head_frame(pg.result, 0, 1))
+    hover = live.figure.select_one({"type": HoverTool})
+    assert hover.formatters["$x"].args["labels"] == ["a", "dog", "ran", "far"]
+    assert hover.formatters["$y"].args["labels"] == ["a", "dog", "ran", "far"]

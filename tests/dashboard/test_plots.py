@@ -47,6 +47,18 @@ def test_head_map_has_a_fixed_0_to_1_colour_scale_and_hover(pg):
     assert labels == ["head", "query", "key", "weight"] and hover.tooltips[0][1] == "1"
 
 
+def test_head_and_query_hover_name_the_tokens():
+    pg = AttentionPlayground(text="the cat sat on mats", num_heads=2)
+    for element in (plots.head_heatmap(pg.result, 0), plots.query_heads(pg.result, 1)):
+        hover = render(element).state.select_one({"type": HoverTool})
+        tips = dict(hover.tooltips)
+        assert tips["key"] == "$x{custom}"
+        assert hover.formatters["$x"].args["labels"] == ["the", "cat", "sat", "on", "mats"]
+        assert "labels[i]" in hover.formatters["$x"].code
+    head = render(plots.head_heatmap(pg.result, 0)).state.select_one({"type": HoverTool})
+    assert dict(head.tooltips)["query"] == "$y{custom}" and "$y" in head.formatters
+
+
 def test_head_map_labels_axes_with_tokens_for_short_sequences():
     pg = AttentionPlayground(text="one two three")
     fig = render(plots.head_heatmap(pg.result, 0)).state
