@@ -51,6 +51,7 @@ from typing import Callable
 import panel as pn
 import torch
 
+from dashboard.heads_view import TrainedHeads
 from dashboard.leak_view import LeakDetector
 from dashboard.playground import AttentionPlayground
 
@@ -61,6 +62,7 @@ TITLE = "Attention Playground"
 # (title, factory): each factory returns a fresh Panel component for one session.
 TABS: list[tuple[str, Callable[[], pn.viewable.Viewable]]] = [
     ("Playground", lambda: AttentionPlayground().__panel__()),
+    ("Trained heads", lambda: TrainedHeads().__panel__()),
 ]
 TABS.append(("Leak detector", lambda: LeakDetector().__panel__()))
 
