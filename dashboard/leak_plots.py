@@ -57,7 +57,7 @@ KEEP_COLOR = "#2563eb"                # mask thumbnails, as in the playground's 
 BLOCKED_COLOR = "#e2e8f0"
 DECADES = 6                           # the colour scale spans this many powers of ten below the max
 MAP_SIZE = 360                        # frame width/height of the dependency map, px
-THUMB_SIZE = 104                      # frame width of one mask thumbnail, px
+THUMB_SIZE = 92                       # frame width of one mask thumbnail, px
 
 
 def _ticks(n: int, target: int = 12) -> list[int]:
@@ -146,7 +146,7 @@ def dependency_heatmap(report: LeakReport, *, size: int = MAP_SIZE) -> hv.Overla
         vdims=[hv.Dimension("dependency", label="‖∂y_i/∂x_j‖"), "magnitude", "allowed", "leak"],
     ).opts(
         cmap=DEP_CMAP, logz=True, clim=(top * 10.0**-DECADES, top),
-        clipping_colors={"NaN": NO_PATH_COLOR}, colorbar=True, colorbar_opts={"title": ""},
+        clipping_colors={"NaN": NO_PATH_COLOR}, colorbar=True, clabel="",        # no colorbar title: the figure's says it
         line_color="#f1f5f9", line_width=0.5,
         tools=["hover"], default_tools=[],
         hover_tooltips=[("output i", "@{output}"), ("input j", "@{input}"),

@@ -273,7 +273,8 @@ def _first_leak_html(report: LeakReport) -> str:
     from .leak_plots import first_leak_sentence
 
     cls = "ap-leak-ok" if report.passed else "ap-leak-pair"
-    return f'<div class="ap-leak-sentence"><span class="{cls}">{html.escape(first_leak_sentence(report))}</span></div>'
+    text = html.escape(first_leak_sentence(report))
+    return f'<div class="ap-leak-sentence"><span class="{cls}">{text}</span></div>'
 
 
 class LeakDetectorView:
@@ -337,11 +338,12 @@ class LeakDetectorView:
             return
         self._gallery_T = T
         cards = [pn.Column(
-                     pn.pane.HTML(html.escape(name), width=THUMB_SIZE + 30, margin=(0, 6),
-                                  styles={"font-size": "12px", "font-weight": "600"}),
+                     pn.pane.HTML(html.escape(name), width=THUMB_SIZE + 36, height=34, margin=(0, 4),
+                                  styles={"font-size": "12px", "font-weight": "600",
+                                          "line-height": "1.2"}),
                      pn.pane.Bokeh(_figure(mask_thumbnail(name, keep, title=False), "ap-leak-mask"),
-                                   margin=(0, 6), styles={"flex": "none"}),
-                     width=THUMB_SIZE + 50, margin=(0, 4, 10, 0))
+                                   margin=(0, 4), styles={"flex": "none"}),
+                     width=THUMB_SIZE + 40, margin=(0, 2, 10, 0))
                  for name, keep in mask_gallery(T).items()]
         self.gallery.objects = cards
 

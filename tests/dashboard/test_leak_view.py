@@ -273,7 +273,8 @@ def test_rendered_outline_carries_the_segments(buggy_report):
     _, subs = leaves(leak_plots.dependency_heatmap(buggy_report))
     data = source(subs, "Segments")
     expected = np.array(leak_plots.allowed_outline(buggy_report.allowed_dense.numpy())).reshape(-1, 4)
-    got = np.column_stack([np.asarray(data[c], dtype=float) for c in ("input", "output", "input_end", "output_end")])
+    columns = ("input", "output", "input_end", "output_end")         # x0, y0, x1, y1
+    got = np.column_stack([np.asarray(data[c], dtype=float) for c in columns])
     np.testing.assert_array_equal(got, expected)
 
 
@@ -289,12 +290,14 @@ def test_sweep_chart_marks_checked_moved_and_unchecked_prefixes():
     assert checked.all()                                       # causal checks every prefix
     moved = r.sweep.numpy() > r.sweep_atol
     assert list(dots["status"]) == ["moved" if m else "checked" for m in moved]
-    assert moved[: 3 - 1].all() and not moved[3:].any()        # the prefix reads ahead up to P - 1
-    own = LeakDetector(model="prefix_lm", seq_len=T_SMALL).report   # same cached map, own relation
-    status = list(source(leaves(leak_plots.sweep_chart(own))[1], "Scatter")["status"])
-    assert status[:2] == ["not checked"] * 2 and set(status[2:]) == {"checked"}
-    colors = {s: c for s, c in zip(status, source(leaves(leak_plots.sweep_chart(own))[1], "Scatter")["color"])}
-    assert colors == {"not checked": leak_plots.UNCHECKED_COLOR, "checked": leak_plots.CHECKED_COLOR}
+    # prefix 3: outputs 0..L see inputs up to 2, so only L = 0, 1 move
+    assert moved.tolist() == [True, True] + [False] * (T_SMALL - 2)
+    own = LeakDetector(model="prefix_lm", seq_len=T_SMALL).report        # its own relation
+    dots = source(leaves(leak_plots.sweep_chart(own))[1], "Scatter")
+    status = list(dots["status"])
+    assert status == ["not checked"] * 2 + ["checked"] * (T_SMALL - 2)
+    assert {s: c for s, c in zip(status, dots["color"])} == {
+        "not checked": leak_plots.UNCHECKED_COLOR, "checked": leak_plots.CHECKED_COLOR}
 
 
 @pytest.mark.parametrize("T", [MIN_SEQ_LEN, 12])
@@ -362,3 +365,21 @@ def test_description_shows_the_models_sentence_and_own_relation():
     assert "BUGGY" in text and "sliding_window(3)" in text
     ld.model = "causal_mha"
     assert "CORRECT" in view.description.object and "causal" in view.description.object
+
+
+def test_results_show_the_loading_indicator_while_a_map_is_computed(monkeypatch):
+    import dashboard.leak_view as leak_view
+
+    ld = LeakDetector(model="causal_mha", seq_len=T_SMALL)
+    view = LeakDetectorView(ld)
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(view.results.loading)
+        return check_entry(*args, **kwargs)
+
+    monkeypatch.setattr(leak_view, "check_entry", spy)
+    ld.model = "cumsum"
+    assert seen == [True] and view.results.loading is False
+    ld.allowed = "sliding:2"                                   # no computation, no spinner
+    assert seen == [True]
