@@ -373,7 +373,7 @@ tr.ap-th-selected td:first-child { box-shadow: inset 3px 0 0 #0891b2; }
 TEXT = {
     "intro": """
 **Real heads, learned here.** A two-layer transformer with four attention heads per layer (built from
-this project's `MultiHeadAttention`, causal) trained by `python -m attention.train` in about a minute
+this project's `MultiHeadAttention`, causal) trained by `python -m attention.train` in about two minutes
 on this machine, on random token sequences that repeat with a random period. Nothing in the data
 says *where* to look: to predict the repeated part the model has to find the earlier copy. Its heads
 show how it does that. Switch to **random weights** to see the same architecture before training
