@@ -207,6 +207,26 @@ def single_token_steps(result: PlaygroundResult, head: int, query: int) -> Singl
 
 
 # ----------------------------------------------------------------------------------------------
+class _Index(param.Integer):
+    """An index whose ``bounds`` follow another parameter (what widgets show, e.g. ``0..T-1``).
+
+    A value is checked against the fixed ``hard_bounds`` when it is set, and against the
+    current ``bounds`` by ``AttentionPlayground`` once the whole ``param.update`` batch is in:
+    so ``update(seq_len=12, prefix=10)`` works from any T, in either order.
+    """
+
+    __slots__ = ["hard_bounds"]
+
+    def __init__(self, default=0, *, hard_bounds: tuple[int, int], **params):
+        self.hard_bounds = hard_bounds           # before super(): it validates the default
+        super().__init__(default=default, bounds=hard_bounds, **params)
+
+    def _validate(self, val) -> None:
+        self._validate_value(val, self.allow_None)
+        self._validate_step(val, self.step)
+        self._validate_bounds(val, self.hard_bounds, self.inclusive_bounds)
+
+
 class AttentionPlayground(pn.viewable.Viewer):
     """Parameters of an attention experiment and its cached result (``pg.result``).
 
@@ -219,8 +239,11 @@ class AttentionPlayground(pn.viewable.Viewer):
     read-only (constant) until the text is cleared.
 
     Dependent bounds: ``prefix`` and ``query`` live in ``0..seq_len-1`` and ``view_head`` in
-    ``0..num_heads-1``; shrinking T or H clamps them. The bounds are those of the current T, so
-    grow T first, then move L or the query past the old end (one ``param.update`` cannot do both).
+    ``0..num_heads-1``; shrinking T or H clamps them. Setting one of them alone beyond its bounds
+    raises ``ValueError`` (the values of that update are left as they were). In one ``param.update`` together with
+    ``seq_len`` / ``text`` (or ``num_heads`` for ``view_head``) they are checked against the new
+    size, in any order: ``pg.param.update(seq_len=12, prefix=10)`` works from T=8, and a value
+    past the new end clamps to it, as when T shrinks.
     """
 
     seq_len = param.Integer(default=16, bounds=(1, MAX_SEQ_LEN), label="Sequence length T", doc="""
@@ -232,13 +255,13 @@ class AttentionPlayground(pn.viewable.Viewer):
     causal = param.Boolean(default=True, label="Causal mask", doc="""
         Block every key after its query (lower-triangular keep-mask). Off = full attention,
         and the invariance check must fail.""")
-    prefix = param.Integer(default=7, bounds=(0, MAX_SEQ_LEN - 1), label="Prefix L", doc="""
+    prefix = _Index(default=7, hard_bounds=(0, MAX_SEQ_LEN - 1), label="Prefix L", doc="""
         Invariance experiment: every token after position L is replaced by random values and the
         outputs at positions 0..L are compared. Stays within 0..T-1.""")
-    query = param.Integer(default=7, bounds=(0, MAX_SEQ_LEN - 1), label="Selected query", doc="""
+    query = _Index(default=7, hard_bounds=(0, MAX_SEQ_LEN - 1), label="Selected query", doc="""
         The query position shown in the per-query and step-by-step views (tap a heatmap row to
         pick one). Stays within 0..T-1.""")
-    view_head = param.Integer(default=0, bounds=(0, MAX_HEADS - 1), label="Head (step by step)", doc="""
+    view_head = _Index(default=0, hard_bounds=(0, MAX_HEADS - 1), label="Head (step by step)", doc="""
         The head shown in the step-by-step single-token view. Stays within 0..H-1.""")
     seed = param.Integer(default=0, bounds=(0, 2**31 - 1), label="Random seed", doc="""
         Seeds the untrained projection weights and the invariance perturbation (a private
@@ -270,6 +293,33 @@ class AttentionPlayground(pn.viewable.Viewer):
         self._model_key: tuple | None = None
         self._inv_key: tuple | None = None
         super().__init__(**params)
+        self.param.watch(self._on_params, [*self._core_params, "prefix", "query", "view_head"])
+        self._refresh()
+
+    # index -> (the parameters its bound follows, the bound's size)
+    _INDEX_SIZES = {"prefix": ("seq_len", "text"), "query": ("seq_len", "text"),
+                    "view_head": ("num_heads",)}
+
+    def _size_after(self, name: str) -> int:
+        if name == "view_head":
+            return self.num_heads
+        words = self.text.split()
+        return min(len(words), MAX_SEQ_LEN) if words else self.seq_len
+
+    def _on_params(self, *events) -> None:
+        """After a batch: refuse an index set alone beyond its bounds, else clamp and recompute."""
+        changed = {e.name for e in events}
+        bad = [e for e in events if e.name in self._INDEX_SIZES
+               and not changed & set(self._INDEX_SIZES[e.name])
+               and e.new > self._size_after(e.name) - 1]
+        if bad:
+            self.param.update({e.name: e.old for e in events})    # the whole batch is undone
+            e = bad[0]
+            n = self._size_after(e.name)
+            size = "T" if e.name != "view_head" else "H"
+            raise ValueError(f"expected {e.name} in 0..{size}-1 = 0..{n - 1} but found "
+                             f"{e.name}={e.new!r}")
+        self._refresh()
 
     # -- keeping dependent parameters consistent ---------------------------------------------
     def _sync_dependent(self) -> None:
@@ -292,7 +342,6 @@ class AttentionPlayground(pn.viewable.Viewer):
         if clamped:
             self.param.update(**clamped)
 
-    @param.depends(*_core_params, "prefix", watch=True, on_init=True)
     def _refresh(self) -> None:
         with self._lock:
             self._refresh_locked()

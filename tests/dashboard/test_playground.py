@@ -184,10 +184,42 @@ def test_a_batch_of_changes_recomputes_once():
     assert pg.result.invariance.prefix == 6
 
 
-def test_a_prefix_beyond_the_current_length_is_rejected_even_in_a_batch():
+@pytest.mark.parametrize("order", ["seq_len first", "prefix first"])
+def test_one_update_can_grow_the_sequence_and_move_prefix_and_query_past_the_old_end(order):
     pg = AttentionPlayground(seq_len=8)
-    with pytest.raises(ValueError, match="prefix"):      # bounds are those of the current T
-        pg.param.update(seq_len=12, prefix=10)
+    change = dict(seq_len=12, prefix=10, query=11)
+    if order == "prefix first":
+        change = dict(prefix=10, query=11, seq_len=12)
+    pg.param.update(**change)
+    assert (pg.seq_len, pg.prefix, pg.query) == (12, 10, 11)
+    assert pg.param.prefix.bounds == (0, 11) and pg.result.invariance.prefix == 10
+    assert pg.result.invariance.position_diff.shape == (12,)
+
+
+def test_text_and_a_prefix_past_the_old_end_in_one_update():
+    pg = AttentionPlayground(seq_len=3)
+    pg.param.update(prefix=4, text="one two three four five six")
+    assert (pg.seq_len, pg.prefix) == (6, 4) and pg.result.invariance.prefix == 4
+
+
+def test_a_prefix_past_the_new_end_of_a_batch_clamps_like_a_shrink():
+    pg = AttentionPlayground(seq_len=8)
+    pg.param.update(seq_len=12, prefix=20)
+    assert pg.prefix == 11 and pg.result.invariance.prefix == 11
+
+
+def test_a_prefix_set_alone_past_the_end_is_refused_and_left_unchanged():
+    pg = AttentionPlayground(seq_len=8, prefix=3)
+    n = pg.n_invariance_checks
+    with pytest.raises(ValueError, match=r"expected prefix in 0..T-1 = 0..7 but found prefix=10"):
+        pg.param.update(prefix=10, query=2)
+    assert (pg.prefix, pg.query) == (3, 7) and pg.result.invariance.prefix == 3
+    with pytest.raises(ValueError, match="view_head"):
+        pg.view_head = 4
+    assert pg.view_head == 0
+    with pytest.raises(ValueError, match="prefix"):
+        pg.prefix = MAX_SEQ_LEN
+    assert pg.n_invariance_checks == n
 
 
 def test_busy_is_true_only_while_computing():
