@@ -40,9 +40,12 @@ __all__ = [
     "dependency_heatmap",
     "dependency_table",
     "first_leak_sentence",
+    "map_title",
     "mask_thumbnail",
+    "patch_relation",
     "sweep_chart",
     "sweep_table",
+    "sweep_title",
     "verdict_html",
 ]
 
@@ -126,6 +129,26 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return runs
 
 
+def _outline_columns(report: LeakReport) -> tuple[np.ndarray, ...]:
+    """``(x0, y0, x1, y1)`` of the allowed region's boundary segments (:func:`allowed_outline`)."""
+    seg = np.array(allowed_outline(report.allowed_dense.cpu().numpy()), dtype=float).reshape(-1, 4)
+    return seg[:, 0], seg[:, 1], seg[:, 2], seg[:, 3]
+
+
+def _leak_positions(report: LeakReport) -> tuple[tuple[np.ndarray, np.ndarray], tuple[list, list]]:
+    """``((inputs, outputs) of every leak, (input, output) of the largest or empty lists))``."""
+    t = dependency_table(report)
+    every = (t["input"][t["leak"]], t["output"][t["leak"]])
+    first = report.first_leak
+    return every, (([first.in_pos], [first.out_pos]) if first is not None else ([], []))
+
+
+def map_title(report: LeakReport) -> str:
+    n = len(report.leaks)
+    return f"Dependency map · {report.allowed_name} outlined · " + (
+        f"{n} leak{'s' if n != 1 else ''}" if n else "no leak")
+
+
 def dependency_heatmap(report: LeakReport, *, size: int = MAP_SIZE) -> hv.Overlay:
     """The dependency map with the allowed region outlined and the leaks marked.
 
@@ -141,41 +164,76 @@ def dependency_heatmap(report: LeakReport, *, size: int = MAP_SIZE) -> hv.Overla
     in_dim = hv.Dimension("input", label="input j")
     heat = hv.HeatMap(
         (t["input"], t["output"], t["dependency"], [_fmt(m) for m in t["magnitude"]],
-         np.where(t["allowed"], "yes", "no"), np.where(t["leak"], "LEAK", "-")),
+         _yes_no(t["allowed"]), _leak_flags(t["leak"])),
         kdims=[in_dim, out_dim],
         vdims=[hv.Dimension("dependency", label="‖∂y_i/∂x_j‖"), "magnitude", "allowed", "leak"],
     ).opts(
         cmap=DEP_CMAP, logz=True, clim=(top * 10.0**-DECADES, top),
-        clipping_colors={"NaN": NO_PATH_COLOR}, colorbar=True, clabel="",        # no colorbar title: the figure's says it
-        line_color="#f1f5f9", line_width=0.5,
-        tools=["hover"], default_tools=[],
+        clipping_colors={"NaN": NO_PATH_COLOR}, colorbar=True,
+        clabel="",                                  # no colourbar title: the figure's title says it
+        line_color="#f1f5f9", line_width=0.5, tools=["hover"], default_tools=[],
         hover_tooltips=[("output i", "@{output}"), ("input j", "@{input}"),
                         ("‖∂y_i/∂x_j‖", "@{magnitude}"), ("allowed", "@{allowed}"),
                         ("leak", "@{leak}")],
     )
-    seg = np.array(allowed_outline(report.allowed_dense.cpu().numpy())).reshape(-1, 4)  # x0 y0 x1 y1
-    outline = hv.Segments((seg[:, 0], seg[:, 1], seg[:, 2], seg[:, 3]),
+    outline = hv.Segments(_outline_columns(report),
                           kdims=[in_dim, out_dim, "input_end", "output_end"]).opts(
         color=ALLOWED_COLOR, line_width=3, default_tools=[])
-    leak_mask = t["leak"]
+    every, largest = _leak_positions(report)
     cell = size / max(T, S)
-    marks = hv.Points((t["input"][leak_mask], t["output"][leak_mask]), kdims=[in_dim, out_dim]).opts(
+    marks = hv.Points(every, kdims=[in_dim, out_dim]).opts(
         marker="x", color=LEAK_COLOR, line_width=2, size=max(5.0, 0.6 * cell), default_tools=[])
-    first = report.first_leak
-    ring_xy = ([first.in_pos], [first.out_pos]) if first is not None else ([], [])
-    ring = hv.Points(ring_xy, kdims=[in_dim, out_dim]).opts(
+    ring = hv.Points(largest, kdims=[in_dim, out_dim]).opts(
         marker="circle", fill_alpha=0, line_color=LEAK_COLOR, line_width=2.5,
         size=max(12.0, 1.5 * cell), default_tools=[])
     ticks = _ticks(max(T, S))
-    n = len(report.leaks)
-    title = f"Dependency map · {report.allowed_name} outlined · " + (
-        f"{n} leak{'s' if n != 1 else ''}" if n else "no leak")
     return (heat * outline * marks * ring).opts(
-        title=title, frame_width=size, frame_height=size, invert_yaxis=True,
+        title=map_title(report), frame_width=size, frame_height=size, invert_yaxis=True,
         xlim=(-0.5, S - 0.5), ylim=(-0.5, T - 0.5), xticks=[(i, str(i)) for i in ticks],
         yticks=[(i, str(i)) for i in ticks], xlabel="input j", ylabel="output i",
         toolbar=None, fontsize={"title": "10pt"},
     )
+
+
+def _yes_no(flags: np.ndarray) -> list[str]:
+    return ["yes" if f else "no" for f in flags]
+
+
+def _leak_flags(flags: np.ndarray) -> list[str]:
+    return ["LEAK" if f else "-" for f in flags]
+
+
+def patch_relation(map_plot, sweep_plot, report: LeakReport) -> None:
+    """Show ``report``'s relation in figures drawn for another report **with the same map**.
+
+    ``map_plot`` / ``sweep_plot`` are the rendered plots (``hv.renderer('bokeh').get_plot``) of
+    :func:`dependency_heatmap` / :func:`sweep_chart` for a report with the very same ``dep_map``
+    and sweep (one cached measurement, another allowed relation). Only what the relation decides
+    is rewritten in place: the hover's allowed / leak columns, the outline, the leak marks, the
+    sweep's dot status and colours, and both titles. The figures (and their colours) stay, so a
+    browser gets a small patch instead of two new figures. The result equals a fresh drawing
+    (``tests/dashboard/test_leak_view.py``).
+    """
+    heat, outline, marks, ring = list(map_plot.subplots.values())
+    t = dependency_table(report)
+    T, S = report.dep_map.shape
+    src = heat.handles["source"]
+    flat = np.asarray(src.data["output"]) * S + np.asarray(src.data["input"])   # rows in drawn order
+    src.data.update(allowed=_yes_no(t["allowed"][flat]), leak=_leak_flags(t["leak"][flat]))
+    x0, y0, x1, y1 = _outline_columns(report)
+    outline.handles["source"].data = dict(input=x0, output=y0, input_end=x1, output_end=y1)
+    every, largest = _leak_positions(report)
+    marks.handles["source"].data = dict(input=every[0], output=every[1])
+    ring.handles["source"].data = dict(input=np.asarray(largest[0], dtype=np.int64),
+                                       output=np.asarray(largest[1], dtype=np.int64))
+    map_plot.state.title.text = map_title(report)
+
+    dots = list(sweep_plot.subplots.values())[1]
+    st = sweep_table(report)
+    src = dots.handles["source"]
+    order = np.asarray(src.data["L"], dtype=np.int64)
+    src.data.update(status=st["status"][order].tolist(), color=st["color"][order].tolist())
+    sweep_plot.state.title.text = sweep_title(report)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,6 +253,12 @@ def sweep_table(report: LeakReport) -> dict[str, np.ndarray]:
     return dict(L=np.arange(len(diff)), diff=diff, status=status, color=color)
 
 
+def sweep_title(report: LeakReport) -> str:
+    n_bad = len(report.sweep_failures)
+    return "Prefix sweep · " + (f"{n_bad} prefix{'es' if n_bad != 1 else ''} moved" if n_bad
+                                else "no checked prefix moved")
+
+
 def sweep_chart(report: LeakReport, *, width: int = 360) -> hv.Overlay:
     """Max |Δ| of outputs ``0..L`` per prefix ``L``: stems, status-coloured dots, the tolerance line."""
     t = sweep_table(report)
@@ -212,11 +276,8 @@ def sweep_chart(report: LeakReport, *, width: int = 360) -> hv.Overlay:
     tol = hv.HLine(report.sweep_atol).opts(color="#334155", line_dash="dashed", line_width=1)
     label = hv.Text(-0.6, report.sweep_atol, f" tolerance {report.sweep_atol:g}",
                     halign="left", valign="bottom").opts(text_font_size="8pt", text_color="#334155")
-    n_bad = len(report.sweep_failures)
-    title = "Prefix sweep · " + (f"{n_bad} prefix{'es' if n_bad != 1 else ''} moved" if n_bad
-                                 else "no checked prefix moved")
     return (stems * dots * tol * label).opts(
-        title=title, frame_width=width, frame_height=200, xlim=(-0.7, T - 0.3),
+        title=sweep_title(report), frame_width=width, frame_height=200, xlim=(-0.7, T - 0.3),
         ylim=(-0.04 * top, top), xticks=[(i, str(i)) for i in _ticks(T, 16)], toolbar=None,
         fontsize={"title": "10pt"}, show_legend=False, yformatter="%.2g",
     )

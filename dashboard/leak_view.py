@@ -244,20 +244,27 @@ def _md(key: str, **kw) -> pn.pane.Markdown:
     return pn.pane.Markdown(TEXT[key].strip(), css_classes=[f"ap-leak-text-{key}"], **kw)
 
 
-def _figure(element, *classes: str):
-    """The Bokeh figure of a HoloViews element, sized by its frame and tagged with ``classes``.
+def _draw(element, *classes: str):
+    """The rendered HoloViews plot of ``element``; its figure (``.state``) is sized by its frame and
+    tagged with ``classes``.
 
     ``flex: none`` (as in the playground view): a fixed-size figure stretched by a flex row
     outgrows its canvas and is cut off.
     """
     from .live import render
 
-    fig = render(element).state
+    plot = render(element)
+    fig = plot.state
     if fig.sizing_mode == "fixed" and fig.width is None:
         fig.sizing_mode = None                 # sized by frame_width/height; avoids Bokeh's W-1005
     fig.css_classes = [*fig.css_classes, *classes]
     fig.styles = {**fig.styles, "flex": "none"}
-    return fig
+    return plot
+
+
+def _figure(element, *classes: str):
+    """The Bokeh figure of ``element`` (see :func:`_draw`)."""
+    return _draw(element, *classes).state
 
 
 def _description_html(ld: LeakDetector) -> str:
@@ -280,10 +287,15 @@ def _first_leak_html(report: LeakReport) -> str:
 class LeakDetectorView:
     """Widgets and figures for one ``LeakDetector`` (one per browser session).
 
+    A new measurement (model, T or seed) draws the map and the sweep anew; a new allowed relation
+    on the same measurement rewrites only the relation's parts of the existing figures
+    (:func:`dashboard.leak_plots.patch_relation`).
+
     Attributes:
         layout: the Panel component to show.
-        map_pane, sweep_pane: ``pn.pane.Bokeh`` panes of the two figures; ``gallery``: the
-            thumbnails (redrawn only when T changes).
+        map_plot, sweep_plot: the rendered HoloViews plots (``.state`` is the Bokeh figure) in
+            ``map_pane`` / ``sweep_pane``; ``n_redraws`` counts new drawings after the first.
+        gallery: the mask thumbnails (redrawn only when T changes).
     """
 
     def __init__(self, ld: LeakDetector):
@@ -307,10 +319,12 @@ class LeakDetectorView:
                                     stylesheets=[VIEW_CSS])
         self.first = pn.pane.HTML(_first_leak_html(r), css_classes=["ap-leak-first"],
                                   stylesheets=[CSS], sizing_mode="stretch_width")
-        self.map_pane = pn.pane.Bokeh(_figure(dependency_heatmap(r), "ap-leak-map"),
-                                      margin=(0, 4), styles={"flex": "none"})
-        self.sweep_pane = pn.pane.Bokeh(_figure(sweep_chart(r), "ap-leak-sweep"),
-                                        margin=(0, 4), styles={"flex": "none"})
+        self._shown = r
+        self.map_plot = _draw(dependency_heatmap(r), "ap-leak-map")
+        self.sweep_plot = _draw(sweep_chart(r), "ap-leak-sweep")
+        self.map_pane = pn.pane.Bokeh(self.map_plot.state, margin=(0, 4), styles={"flex": "none"})
+        self.sweep_pane = pn.pane.Bokeh(self.sweep_plot.state, margin=(0, 4), styles={"flex": "none"})
+        self.n_redraws = 0                     # figures drawn anew (a new map); relation changes patch
         self._gallery_T = None
         self.gallery = pn.Row(css_classes=["ap-leak-gallery"], sizing_mode="stretch_width",
                               styles={"flex-wrap": "wrap"})
@@ -355,17 +369,25 @@ class LeakDetectorView:
         return list(docs.values())
 
     def _on_report(self, event) -> None:
-        from .leak_plots import dependency_heatmap, sweep_chart, verdict_html
+        """New report: patch the figures in place if only the relation changed, else draw anew."""
+        from .leak_plots import dependency_heatmap, patch_relation, sweep_chart, verdict_html
 
-        r = event.new
+        r, shown = event.new, self._shown
         with ExitStack() as stack:
             for doc in self._documents():
                 stack.enter_context(pn.io.hold(doc))
             self.verdict.object = verdict_html(r)
             self.first.object = _first_leak_html(r)
             self.description.object = _description_html(self.ld)
-            self.map_pane.object = _figure(dependency_heatmap(r), "ap-leak-map")
-            self.sweep_pane.object = _figure(sweep_chart(r), "ap-leak-sweep")
+            if r.dep_map is shown.dep_map and r.sweep is shown.sweep:    # one cached measurement
+                patch_relation(self.map_plot, self.sweep_plot, r)
+            else:
+                self.map_plot = _draw(dependency_heatmap(r), "ap-leak-map")
+                self.sweep_plot = _draw(sweep_chart(r), "ap-leak-sweep")
+                self.map_pane.object = self.map_plot.state
+                self.sweep_pane.object = self.sweep_plot.state
+                self.n_redraws += 1
+            self._shown = r
             self._sync_gallery()
 
     def _on_busy(self, event) -> None:

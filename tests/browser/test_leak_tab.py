@@ -1,5 +1,6 @@
 """The "Leak detector" tab of the served app in a real browser: a buggy zoo model reads FAIL with
-its leaks marked, a correct one reads PASS, over the live session.
+its leaks marked, a correct one reads PASS (and FAIL against a stricter relation), over the live
+session.
 """
 from __future__ import annotations
 
@@ -61,6 +62,13 @@ def test_leak_tab_fails_a_buggy_model_and_passes_a_correct_one(context, app_serv
     wait_for(page, lambda: map_title(page).endswith("no leak"), what="a map titled 'no leak'")
     assert describes(page, CORRECT)
     assert leak_sentence(page).startswith("No output depends on an input")
+
+    # a stricter relation for the same model: re-checked from the cached map, figures patched
+    page.locator(".ap-leak-allowed select").select_option(label="sliding window, 2 keys")
+    wait_for(page, lambda: leak_verdict(page) == "FAIL", what="FAIL against sliding_window(2)")
+    wait_for(page, lambda: map_title(page).startswith("Dependency map · sliding_window(2) outlined"),
+             what="the map titled with the new relation")
+    assert "which the relation (sliding_window(2)) forbids" in leak_sentence(page)
 
     assert clipped_figures(page) == []
     assert watch.errors() == [], f"console errors: {watch.errors()}"

@@ -383,3 +383,43 @@ def test_results_show_the_loading_indicator_while_a_map_is_computed(monkeypatch)
     assert seen == [True] and view.results.loading is False
     ld.allowed = "sliding:2"                                   # no computation, no spinner
     assert seen == [True]
+
+
+def same_source_data(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for column in want:
+        np.testing.assert_array_equal(np.asarray(got[column]), np.asarray(want[column]), err_msg=column)
+
+
+def test_relation_change_patches_the_figures_into_what_a_fresh_drawing_shows():
+    ld = LeakDetector(model="gpt_block_stack", seq_len=T_SMALL)
+    view = LeakDetectorView(ld)
+    map_fig, sweep_fig = view.map_plot.state, view.sweep_plot.state
+    for spec in ("sliding:2", "prefix:3", "full", "document", OWN, "causal"):
+        ld.allowed = spec
+        assert view.map_plot.state is map_fig and view.sweep_plot.state is sweep_fig
+        for shown, element in ((view.map_plot, leak_plots.dependency_heatmap(ld.report)),
+                               (view.sweep_plot, leak_plots.sweep_chart(ld.report))):
+            fresh = render(element)
+            assert shown.state.title.text == fresh.state.title.text
+            for mine, theirs in zip(shown.subplots.values(), fresh.subplots.values()):
+                if "source" in theirs.handles:
+                    same_source_data(mine.handles["source"].data, theirs.handles["source"].data)
+    assert view.n_redraws == 0 and ld.n_computes == 1
+    ld.model = "cumsum"                                           # a new map: new figures
+    assert view.n_redraws == 1 and view.map_plot.state is not map_fig
+
+
+def test_a_relation_change_sends_a_smaller_patch_than_a_new_map():
+    ld = LeakDetector(model="causal_mha", seq_len=16)
+    with rendered(pn.panel(ld)) as page:
+        fig = models_with_class(page.doc, "ap-leak-map")[0]
+        page.clear()
+        ld.allowed = "sliding:3"
+        relation_bytes = page.patch_bytes()
+        assert models_with_class(page.doc, "ap-leak-map") == [fig]   # the same figure, patched
+        page.clear()
+        ld.model = "cumsum"
+        new_map_bytes = page.patch_bytes()
+        assert models_with_class(page.doc, "ap-leak-map") != [fig]
+    assert 0 < relation_bytes < new_map_bytes / 2
