@@ -49,21 +49,20 @@ def masked_softmax(scores: Tensor, keep: Tensor | None, *, inplace: bool = False
     no_grad = not scores.requires_grad
     if keep is None:
         return torch.softmax(scores, -1, out=scores) if inplace and no_grad else torch.softmax(scores, -1)
-    any_kept = keep.any(dim=-1, keepdim=True)                     # (..., T, 1)
-    empty_rows = None if bool(any_kept.all()) else ~any_kept
-    if inplace:
-        scores = scores.masked_fill_(~keep, float("-inf"))
-        if empty_rows is not None:
-            scores = scores.masked_fill_(empty_rows, 0.0)         # no all -inf rows -> no NaN
-    else:
-        scores = scores.masked_fill(~keep, float("-inf"))
-        if empty_rows is not None:
-            scores = scores.masked_fill(empty_rows, 0.0)
-    weights = torch.softmax(scores, -1, out=scores) if inplace and no_grad else torch.softmax(scores, -1)
+    any_kept = keep.any(dim=-1, keepdim=True)                     # (..., T, 1): cheap, on the mask
+    empty_rows = None if bool(any_kept.all()) else ~any_kept      # None for any causal mask
+    # After the first fill the tensor is ours: the caller's (inplace) or a fresh copy. Without
+    # autograd every later step then works in place in it: one (..., T, S) buffer in all,
+    # instead of a copy per step (the allocations cost more than the softmax at large T).
+    own = no_grad or inplace
+    scores = scores.masked_fill_(~keep, float("-inf")) if inplace else scores.masked_fill(~keep, float("-inf"))
+    if empty_rows is not None:
+        scores = scores.masked_fill_(empty_rows, 0.0) if own else scores.masked_fill(empty_rows, 0.0)
+    weights = torch.softmax(scores, -1, out=scores) if no_grad else torch.softmax(scores, -1)
     if empty_rows is None:
         return weights                                            # blocked keys got exp(-inf) = 0
     # Fully blocked rows -> 0 (the softmax output is saved for backward: not in place then).
-    return weights.masked_fill_(empty_rows, 0.0) if inplace and no_grad else weights.masked_fill(empty_rows, 0.0)
+    return weights.masked_fill_(empty_rows, 0.0) if no_grad else weights.masked_fill(empty_rows, 0.0)
 
 
 def scaled_dot_product_attention(

@@ -59,7 +59,22 @@ def max_future_weight(attn_weights: Tensor, align: str = "top_left") -> float:
     future = ~make_causal_mask(T, S, device=attn_weights.device, dtype=torch.bool, align=align)
     if not bool(future.any()):
         return 0.0
-    return attn_weights.detach().abs()[..., future].max().item()
+    # Row blocks, each read only from its first future column on: no gather of the (..., T, S)
+    # future cells and no full-size temporaries (a boolean index copied ~half the tensor twice).
+    w = attn_weights.detach()
+    first = torch.where(future.any(-1), future.int().argmax(-1), S).tolist()   # per row; S: none
+    best = None
+    for r0 in range(0, T, _ROW_BLOCK):
+        r1 = min(r0 + _ROW_BLOCK, T)
+        c0 = min(first[r0:r1])
+        if c0 >= S:
+            continue
+        block = torch.where(future[r0:r1, c0:], w[..., r0:r1, c0:], 0).abs().amax()
+        best = block if best is None else torch.maximum(best, block)
+    return best.item()
+
+
+_ROW_BLOCK = 128        # rows per block in max_future_weight (a few MB of temporaries at most)
 
 
 def verify_no_lookahead(attn_weights: Tensor, atol: float = 1e-6) -> bool:

@@ -214,3 +214,33 @@ def test_gradients_match_torch_sdpa(gen):
     ref = torch.autograd.grad((F.scaled_dot_product_attention(q, k, v, attn_mask=keep) * g).sum(), (q, k, v))
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b)
+
+
+def test_masked_softmax_leaves_its_input_alone_and_matches_the_reference():
+    from attention.functional import masked_softmax
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randn(3, 6, 6, generator=gen)
+    keep = make_causal_mask(6, dtype=torch.bool)
+    keep[2] = False                                             # one fully blocked row
+    before = scores.clone()
+    w = masked_softmax(scores, keep)
+    torch.testing.assert_close(scores, before)                 # not modified (inplace=False)
+    ref = torch.softmax(scores.masked_fill(~keep, float("-inf")), -1).nan_to_num(0.0)
+    torch.testing.assert_close(w, ref)
+    assert torch.all(w[:, 2] == 0)
+
+
+def test_masked_softmax_gradients_flow_with_fully_blocked_rows():
+    from attention.functional import masked_softmax
+    gen = torch.Generator().manual_seed(6)
+    scores = torch.randn(2, 5, 5, generator=gen, requires_grad=True)
+    keep = make_causal_mask(5, dtype=torch.bool)
+    keep[0] = False
+    w = masked_softmax(scores, keep)
+    (w * torch.arange(5.0)).sum().backward()
+    ref_scores = scores.detach().clone().requires_grad_(True)
+    ref = torch.softmax(ref_scores.masked_fill(~keep, float("-inf")), -1).nan_to_num(0.0)
+    (ref * torch.arange(5.0)).sum().backward()
+    ref_grad = ref_scores.grad.nan_to_num(0.0)
+    torch.testing.assert_close(scores.grad, ref_grad)
+    assert torch.all(scores.grad[:, 0] == 0) and torch.isfinite(scores.grad).all()

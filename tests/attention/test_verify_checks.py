@@ -191,3 +191,21 @@ def test_the_input_is_not_modified_and_generators_make_it_reproducible(gen, mha)
     assert torch.equal(x, before)
     assert torch.equal(a.position_diff, b.position_diff)
     assert not torch.equal(a.position_diff, c.position_diff)
+
+
+@pytest.mark.parametrize("align", ["top_left", "bottom_right"])
+@pytest.mark.parametrize("T, S", [(300, 300), (130, 260), (260, 130), (129, 1)])
+def test_max_future_weight_is_the_largest_future_magnitude_across_row_blocks(T, S, align):
+    from attention import make_causal_mask
+    gen = torch.Generator().manual_seed(T * S)
+    w = torch.randn(2, T, S, generator=gen)
+    future = ~make_causal_mask(T, S, dtype=torch.bool, align=align)
+    want = w.abs()[..., future].max().item() if future.any() else 0.0
+    assert max_future_weight(w, align=align) == want
+    rows, cols = future.nonzero(as_tuple=True)
+    if len(rows):                                               # a planted future weight wins
+        i, j = rows[len(rows) // 2].item(), cols[len(cols) // 2].item()
+        w[1, i, j] = -50.0
+        assert max_future_weight(w, align=align) == 50.0
+    w[0][~future] = 100.0                                       # past and present never count
+    assert max_future_weight(w, align=align) == (50.0 if len(rows) else 0.0)
