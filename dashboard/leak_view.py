@@ -171,8 +171,34 @@ class LeakDetector(pn.viewable.Viewer):
                 self.report = report
 
     def __panel__(self):
-        """A new live view each time (Bokeh figures belong to one document)."""
-        return LeakDetectorView(self).layout
+        """A new live view each time (Bokeh figures belong to one document).
+
+        Built lazily, when first rendered: the app builds every tab for each session, and drawing
+        this one costs about a second that a visitor who never opens it should not wait for.
+        """
+        return _BuiltWhenShown(lambda: LeakDetectorView(self).layout)
+
+
+class _BuiltWhenShown(pn.Column):
+    """A column whose content ``build()`` makes just before the column is first rendered.
+
+    The content is built with ``config.design`` unset, as the eagerly built tabs are (``app.py``
+    builds them before the template sets the session's design). Components created while a
+    served template's design is set take that design as their own and render it *isolated*, with
+    the full Bootstrap stylesheets on top of Panel's (seen in 1.9.4: Markdown headings at 28 px
+    instead of 14 px); without one, the template's hooks style them like the rest of the page.
+    """
+
+    def __init__(self, build, **params):
+        super().__init__(sizing_mode="stretch_width", margin=0, **params)
+        self._build = build
+
+    def _get_model(self, doc, root=None, parent=None, comm=None):
+        if self._build is not None:
+            build, self._build = self._build, None
+            with pn.config.set(design=None):
+                self.objects = [build()]
+        return super()._get_model(doc, root, parent, comm)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -345,21 +371,25 @@ class LeakDetectorView:
 
     # -- updates -------------------------------------------------------------------------------
     def _sync_gallery(self) -> None:
-        from .leak_plots import THUMB_SIZE, mask_thumbnail
-
         T = self.ld.seq_len
         if T == self._gallery_T:
             return
         self._gallery_T = T
-        cards = [pn.Column(
+        with pn.config.set(design=None):       # styled by the template, see _BuiltWhenShown
+            self.gallery.objects = self._gallery_cards(T)
+
+    @staticmethod
+    def _gallery_cards(T: int) -> list:
+        from .leak_plots import THUMB_SIZE, mask_thumbnail
+
+        return [pn.Column(
                      pn.pane.HTML(html.escape(name), width=THUMB_SIZE + 36, height=34, margin=(0, 4),
                                   styles={"font-size": "12px", "font-weight": "600",
                                           "line-height": "1.2"}),
                      pn.pane.Bokeh(_figure(mask_thumbnail(name, keep, title=False), "ap-leak-mask"),
                                    margin=(0, 4), styles={"flex": "none"}),
                      width=THUMB_SIZE + 40, margin=(0, 2, 10, 0))
-                 for name, keep in mask_gallery(T).items()]
-        self.gallery.objects = cards
+                for name, keep in mask_gallery(T).items()]
 
     def _documents(self) -> list:
         docs = {}

@@ -39,13 +39,21 @@ def describes(page, name: str) -> bool:
     return ZOO[name].description[:40] in page.locator(".ap-leak-description .ap-leak-card").inner_text()
 
 
+def heading_size(page, css: str) -> str:
+    """Computed font size of the first ``h3`` inside the Markdown pane with class ``css``."""
+    return page.locator(f"{css} h3").first.evaluate("el => getComputedStyle(el).fontSize")
+
+
 def test_leak_tab_fails_a_buggy_model_and_passes_a_correct_one(context, app_server):
     page = context.new_page()
     watch = open_app(page, app_server.url)
+    playground_h3 = heading_size(page, ".ap-text-heads")
 
     page.locator(".bk-tab", has_text="Leak detector").click()
     page.locator(".ap-leak-verdict .ap-leak-badge").wait_for(state="visible")
     page.locator(".ap-leak-map").wait_for(state="visible")
+    # the tab is built when first shown, and styled like the rest of the app all the same
+    assert heading_size(page, ".ap-leak-text-map") == playground_h3
 
     page.locator(".ap-leak-model select").select_option(BUGGY)
     wait_for(page, lambda: describes(page, BUGGY), what=f"the description of {BUGGY}")

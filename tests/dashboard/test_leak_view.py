@@ -423,3 +423,23 @@ def test_a_relation_change_sends_a_smaller_patch_than_a_new_map():
         new_map_bytes = page.patch_bytes()
         assert models_with_class(page.doc, "ap-leak-map") != [fig]
     assert 0 < relation_bytes < new_map_bytes / 2
+
+
+def test_the_app_has_a_leak_detector_tab_built_only_when_shown(monkeypatch):
+    import dashboard.leak_view as leak_view
+    from dashboard.app import TABS
+
+    built = []
+    original = leak_view.LeakDetectorView.__init__
+
+    def counting(self, ld):
+        built.append(ld)
+        original(self, ld)
+
+    monkeypatch.setattr(leak_view.LeakDetectorView, "__init__", counting)
+    component = dict(TABS)["Leak detector"]()
+    assert built == []                                     # a session that never opens the tab
+    with rendered(component) as page:
+        assert len(built) == 1
+        assert models_with_class(page.doc, "ap-leak-detector")
+        assert models_with_class(page.doc, "ap-leak-map")
