@@ -62,12 +62,34 @@ def causal_on(page) -> None:
     wait_for(page, lambda: verdict(page) == "PASS", what="verdict PASS")
 
 
+def trained_heads_ready(page) -> None:
+    """The "Trained heads" tab with its 8 overview maps, main map and metrics table, the
+    induction head selected (the default)."""
+    page.locator(".ap-th-main").first.wait_for(state="visible", timeout=60_000)
+    wait_for(page, lambda: page.locator(".ap-th-cell").count() == 8, what="8 overview maps")
+    badge = page.locator(".ap-th-metrics .ap-th-best[data-role=induction]")
+    badge.first.wait_for(state="attached", timeout=30_000)
+    if page.locator(".ap-th-cell.ap-th-selected").count() != 1:
+        raise RuntimeError("expected exactly one selected overview map")
+
+
+def leak_detector_ready(page) -> None:
+    """The "Leak detector" tab on its default buggy model: the map, the sweep and FAIL."""
+    page.locator(".ap-leak-map").first.wait_for(state="visible", timeout=60_000)
+    badge = page.locator(".ap-leak-badge").first
+    wait_for(page, lambda: badge.get_attribute("data-verdict") == "FAIL", what="leak verdict FAIL")
+
+
 SHOTS: list[Shot] = [
     Shot("playground.png", ".ap-playground", causal_on, viewport=(1400, 2800)),
     Shot("heads.png", ".ap-heads"),
     Shot("invariance.png", ".ap-invariance", causal_on),
     Shot("invariance-fail.png", ".ap-invariance", causal_off),
     Shot("single-token.png", ".ap-single-token"),
+    Shot("trained-heads.png", ".ap-trained-heads", trained_heads_ready, tab="Trained heads",
+         viewport=(1400, 1700)),
+    Shot("leak-detector.png", ".ap-leak-detector", leak_detector_ready, tab="Leak detector",
+         viewport=(1400, 1500)),
 ]
 
 
