@@ -39,7 +39,6 @@ import html
 import re
 import threading
 from collections import OrderedDict
-from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -603,17 +602,10 @@ class TrainedHeadsView:
         return ""
 
     # -- updates -----------------------------------------------------------------------------------
-    def _documents(self) -> list:
-        docs = {}
-        for model, _ in self.table._models.values():
-            if model.document is not None:
-                docs[id(model.document)] = model.document
-        return list(docs.values())
-
     def _on_change(self, *events) -> None:
-        with self._lock, ExitStack() as stack:
-            for doc in self._documents():
-                stack.enter_context(pn.io.hold(doc))
+        from .live import hold_documents
+
+        with self._lock, hold_documents(self.table):
             self._update({e.name for e in events})
 
     def _update(self, changed: set[str]) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import html
 import threading
 from collections import OrderedDict
-from contextlib import ExitStack
 from dataclasses import replace
 
 import panel as pn
@@ -391,21 +390,14 @@ class LeakDetectorView:
                      width=THUMB_SIZE + 40, margin=(0, 2, 10, 0))
                 for name, keep in mask_gallery(T).items()]
 
-    def _documents(self) -> list:
-        docs = {}
-        for model, _ in self.verdict._models.values():
-            if model.document is not None:
-                docs[id(model.document)] = model.document
-        return list(docs.values())
-
     def _on_report(self, event) -> None:
         """New report: patch the figures in place if only the relation changed, else draw anew."""
         from .leak_plots import dependency_heatmap, patch_relation, sweep_chart, verdict_html
 
         r, shown = event.new, self._shown
-        with ExitStack() as stack:
-            for doc in self._documents():
-                stack.enter_context(pn.io.hold(doc))
+        from .live import hold_documents
+
+        with hold_documents(self.verdict):
             self.verdict.object = verdict_html(r)
             self.first.object = _first_leak_html(r)
             self.description.object = _description_html(self.ld)

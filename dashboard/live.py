@@ -16,6 +16,7 @@ an updated figure holds exactly the data of a freshly drawn one.
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 from bokeh.models import CustomJSHover, FixedTicker, HoverTool
@@ -23,7 +24,24 @@ from holoviews.core.util import dimension_sanitizer
 
 from .plots import Frame, Layer, to_element
 
-__all__ = ["LivePlot", "layer_source_data", "render"]
+__all__ = ["LivePlot", "hold_documents", "layer_source_data", "render"]
+
+
+@contextmanager
+def hold_documents(*panes):
+    """Hold every Bokeh document the panes are rendered in (one per session / notebook output),
+    so that all the changes made inside the block reach each browser as one patch."""
+    import panel as pn
+
+    docs = {}
+    for pane in panes:
+        for model, _ in pane._models.values():
+            if model.document is not None:
+                docs[id(model.document)] = model.document
+    with ExitStack() as stack:
+        for doc in docs.values():
+            stack.enter_context(pn.io.hold(doc))
+        yield
 
 
 def render(element):

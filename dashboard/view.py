@@ -17,13 +17,12 @@ are hidden (and reused if H grows again), new heads get new figures, the others 
 from __future__ import annotations
 
 import threading
-from contextlib import ExitStack
 
 import panel as pn
 from bokeh.events import Tap
 
 from . import plots
-from .live import LivePlot, render
+from .live import LivePlot, hold_documents, render
 from .playground import AttentionPlayground, PlaygroundResult, single_token_steps
 
 __all__ = ["PlaygroundView", "CSS", "TEXT"]
@@ -263,20 +262,9 @@ class PlaygroundView:
         if new:
             self.heads_box.extend(new)
 
-    def _documents(self) -> list:
-        """The Bokeh documents this view is rendered in (one per session / notebook output)."""
-        docs = {}
-        for pane in (self.query_pane, self.verdict):
-            for model, _ in pane._models.values():
-                if model.document is not None:
-                    docs[id(model.document)] = model.document
-        return list(docs.values())
-
     def _on_change(self, *events) -> None:
         """Send what changed to the figures, inside one ``hold`` per document (one patch)."""
-        with self._lock, ExitStack() as stack:
-            for doc in self._documents():
-                stack.enter_context(pn.io.hold(doc))
+        with self._lock, hold_documents(self.query_pane, self.verdict):
             self._update(self.pg.result, {e.name for e in events})
 
     def _update(self, r: PlaygroundResult, changed: set[str]) -> None:
