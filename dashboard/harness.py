@@ -18,7 +18,7 @@ from bokeh.document.events import DocumentPatchedEvent
 from bokeh.model import Model
 from bokeh.protocol import Protocol
 
-__all__ = ["Rendered", "rendered", "models_with_class"]
+__all__ = ["Rendered", "image_of", "models_with_class", "only_model_with_class", "rendered"]
 
 
 @dataclass
@@ -42,6 +42,19 @@ class Rendered:
 def models_with_class(doc: Document, css_class: str) -> list[Model]:
     """Models in ``doc`` whose ``css_classes`` contain ``css_class``."""
     return [m for m in doc.models if css_class in (getattr(m, "css_classes", None) or [])]
+
+
+def only_model_with_class(doc: Document, css_class: str) -> Model:
+    """The one model in ``doc`` carrying ``css_class``; ``LookupError`` if there are 0 or several."""
+    found = models_with_class(doc, css_class)
+    if len(found) != 1:
+        raise LookupError(f"expected one model with class {css_class!r} but found {len(found)}: {found}")
+    return found[0]
+
+
+def image_of(fig):
+    """The 2-D array shown by a figure whose first renderer is an image glyph."""
+    return fig.renderers[0].data_source.data["image"][0]
 
 
 @contextmanager

@@ -13,19 +13,10 @@ from attention.head_metrics import preset_induction_input
 from attention.models import TinyTransformer, load_induction_model
 from dashboard import heads_plots
 from dashboard.app import TABS
-from dashboard.harness import models_with_class, rendered
+from dashboard.harness import image_of, models_with_class, rendered
+from dashboard.harness import only_model_with_class as only
 from dashboard.heads_view import (TrainedHeads, TrainedHeadsView, model_metrics, parse_token_ids,
                                   query_reading, random_model)
-
-
-def only(doc, css_class):
-    found = models_with_class(doc, css_class)
-    assert len(found) == 1, f"{css_class}: {found}"
-    return found[0]
-
-
-def image_of(fig):
-    return fig.renderers[0].data_source.data["image"][0]
 
 
 def reference_weights(model: TinyTransformer, tokens) -> np.ndarray:

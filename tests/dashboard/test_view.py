@@ -11,7 +11,8 @@ from bokeh.events import Tap
 from bokeh.models import Span
 
 from dashboard.app import TABS, build_app, serve_app
-from dashboard.harness import models_with_class, rendered
+from dashboard.harness import image_of, models_with_class, rendered
+from dashboard.harness import only_model_with_class as only
 from dashboard.playground import AttentionPlayground
 from dashboard.view import PlaygroundView
 
@@ -20,16 +21,6 @@ def heads_in(doc) -> list:
     return sorted(models_with_class(doc, "ap-head-heatmap"),
                   key=lambda m: [c for c in m.css_classes if c.startswith("ap-head-") and
                                  c[8:].isdigit()][0])
-
-
-def only(doc, css_class):
-    found = models_with_class(doc, css_class)
-    assert len(found) == 1, f"{css_class}: {found}"
-    return found[0]
-
-
-def image_of(fig):
-    return fig.renderers[0].data_source.data["image"][0]
 
 
 def test_one_figure_per_head_and_the_grid_follows_num_heads():
