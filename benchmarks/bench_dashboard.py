@@ -1,7 +1,7 @@
 """Server-side latency of the dashboard: parameter change -> updated Bokeh models, and bytes sent.
 
 Renders the playground once into a Bokeh Document treated as a live session
-(``dashboard.harness.rendered``), then times ``pg.param.update(...)`` until it returns: by then
+(``tests/dashboard/harness.py``: ``rendered``), then times ``pg.param.update(...)`` until it returns: by then
 attention is recomputed and every affected Bokeh model is updated, and the held events have been
 dispatched as the PATCH-DOC a browser would receive (its serialized size is the "sent" column).
 Medians over ``--repeat`` changes that alternate between two values; "new heads" is the one-off
@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import panel as pn
 import torch
 
-from dashboard.harness import rendered
 from dashboard.playground import AttentionPlayground
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "dashboard"))
+from harness import rendered  # noqa: E402  (tests/dashboard/harness.py: a view rendered as if served)
 
 CASES = [(16, 4, 0.050), (256, 8, 0.300), (1024, 16, 2.0)]
 CHANGES = {           # name -> (param, two values to alternate)

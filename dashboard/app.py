@@ -1,12 +1,14 @@
 """``panel serve dashboard/app.py``: the Attention Playground app.
 
 The app is a ``pn.Tabs`` built from ``TABS``, a list of ``(title, factory)`` entries; the
-playground is the first tab. Adding a view is one line::
+playground is the first tab. Each tab is a package (``dashboard/playground``, ``heads``,
+``leaks``; see docs/ARCHITECTURE.md for how to add one) whose displayable state builds its view
+when the tab is first shown. Adding a tab to the app is one line::
 
     TABS.append(("Leak detector", lambda: LeakDetector().__panel__()))
 
-Every browser session runs this module anew, so each visitor gets their own
-``AttentionPlayground`` (independent state). Served, the tabs sit in a ``BootstrapTemplate``;
+Every browser session runs this module anew, so each visitor gets their own states
+(independent sessions). Served, the tabs sit in a ``BootstrapTemplate``;
 imported (tests, notebooks) ``build_app()`` returns the bare tabs.
 
 Hooks for browser tests (stable CSS classes; Bokeh puts ``css_classes`` on the component's host
@@ -39,6 +41,8 @@ element, and playwright locators see through the open shadow roots):
 ``.ap-stats-pane``          numbers: ``[data-stat=max-future]``, ``[data-stat=max-diff]``
 ``.ap-invariance-chart``    per-position output change with L marked
 ``.ap-caveat``              the "attention is not explanation" note
+``.ap-state``               the state id every figure of the view shows (``data-state`` on
+                            ``.ap-state-id``; each live figure has ``tags=["ap-state:<id>"]``)
 ==========================  ==================================================================
 
 The widget *values* can also be read from the server side in tests through
@@ -51,8 +55,8 @@ from typing import Callable
 import panel as pn
 import torch
 
-from dashboard.heads_view import TrainedHeads
-from dashboard.leak_view import LeakDetector
+from dashboard.heads import TrainedHeads
+from dashboard.leaks import LeakDetector
 from dashboard.playground import AttentionPlayground
 
 __all__ = ["TABS", "TITLE", "build_app", "serve_app"]
@@ -63,8 +67,8 @@ TITLE = "Attention Playground"
 TABS: list[tuple[str, Callable[[], pn.viewable.Viewable]]] = [
     ("Playground", lambda: AttentionPlayground().__panel__()),
     ("Trained heads", lambda: TrainedHeads().__panel__()),
+    ("Leak detector", lambda: LeakDetector().__panel__()),
 ]
-TABS.append(("Leak detector", lambda: LeakDetector().__panel__()))
 
 
 def build_app() -> pn.Tabs:

@@ -20,12 +20,14 @@ from __future__ import annotations
 import html
 
 import holoviews as hv
-import holoviews.plotting.bokeh  # noqa: F401  registers the Bokeh backend (no notebook side effects)
 import numpy as np
 from bokeh.palettes import Blues256
 from torch import Tensor
 
-from attention.verify.leaks import LeakReport
+from attention.verify import LeakReport
+
+from ..common.style import BLOCKED_COLOR, KEEP_COLOR, verdict_badge_html
+from .state import LeakResult
 
 __all__ = [
     "ALLOWED_COLOR",
@@ -39,6 +41,8 @@ __all__ = [
     "allowed_outline",
     "dependency_heatmap",
     "dependency_table",
+    "description_html",
+    "first_leak_html",
     "first_leak_sentence",
     "map_title",
     "mask_thumbnail",
@@ -56,8 +60,6 @@ LEAK_COLOR = "#dc2626"                # × on every leak, ring on the largest
 CHECKED_COLOR = "#16a34a"             # sweep: checked prefix, outputs 0..L unchanged
 FAILED_COLOR = "#dc2626"              # sweep: checked prefix, outputs 0..L moved
 UNCHECKED_COLOR = "#94a3b8"           # sweep: the relation lets outputs <= L see inputs > L
-KEEP_COLOR = "#2563eb"                # mask thumbnails, as in the playground's mask
-BLOCKED_COLOR = "#e2e8f0"
 DECADES = 6                           # the colour scale spans this many powers of ten below the max
 MAP_SIZE = 360                        # frame width/height of the dependency map, px
 THUMB_SIZE = 92                       # frame width of one mask thumbnail, px
@@ -334,7 +336,6 @@ def first_leak_sentence(report: LeakReport) -> str:
 
 def verdict_html(report: LeakReport) -> str:
     """The badge: ``<span class="ap-badge ap-leak-badge ap-pass|ap-fail" data-verdict=...>``."""
-    word = "PASS" if report.passed else "FAIL"
     n = len(report.leaks)
     if report.passed:
         why = f"no leak against {report.allowed_name}"
@@ -344,6 +345,21 @@ def verdict_html(report: LeakReport) -> str:
             k = len(report.sweep_failures)
             parts.append(f"{k} prefix{'es' if k != 1 else ''} moved")
         why = " and ".join(parts) + f" against {report.allowed_name}"
-    return (f'<div class="ap-verdict"><span class="ap-badge ap-leak-badge ap-{word.lower()}" '
-            f'data-verdict="{word}">{word}</span>'
-            f'<span class="ap-verdict-why">{html.escape(why)}</span></div>')
+    return verdict_badge_html(report.passed, why, "ap-leak-badge")
+
+
+def first_leak_html(report: LeakReport) -> str:
+    """:func:`first_leak_sentence` in the ``.ap-leak-first`` pane's markup."""
+    cls = "ap-leak-ok" if report.passed else "ap-leak-pair"
+    text = html.escape(first_leak_sentence(report))
+    return f'<div class="ap-leak-sentence"><span class="{cls}">{text}</span></div>'
+
+
+def description_html(res: LeakResult) -> str:
+    """The model's card: BUGGY/CORRECT, its description and the relation it must respect."""
+    e = res.entry
+    tag = ('<span class="ap-leak-tag ap-buggy">BUGGY</span>' if e.buggy
+           else '<span class="ap-leak-tag ap-correct">CORRECT</span>')
+    own = getattr(e.allowed(res.seq_len), "__name__", "its relation")
+    return (f'<div class="ap-leak-card">{tag}<div>{html.escape(e.description)}</div>'
+            f'<div class="ap-leak-rel">Must respect: <b>{html.escape(own)}</b></div></div>')

@@ -8,14 +8,15 @@ import pytest
 import torch
 from bokeh.events import Tap
 
-import dashboard.heads_view as heads_view
+import dashboard.heads.state as heads_state
+import dashboard.heads.view as heads_view
 from attention.head_metrics import preset_induction_input
 from attention.models import TinyTransformer, load_induction_model
-from dashboard import heads_plots
+from dashboard.heads import plots as heads_plots
 from dashboard.app import TABS
-from dashboard.harness import image_of, models_with_class, rendered
-from dashboard.harness import only_model_with_class as only
-from dashboard.heads_view import (TrainedHeads, TrainedHeadsView, model_metrics, parse_token_ids,
+from harness import image_of, models_with_class, rendered
+from harness import only_model_with_class as only
+from dashboard.heads import (TrainedHeads, TrainedHeadsView, model_metrics, parse_token_ids,
                                   query_reading, random_model)
 
 
@@ -95,8 +96,8 @@ def test_the_forward_pass_runs_once_per_model_and_input_then_comes_from_the_cach
 
 def test_head_metrics_are_computed_once_per_model(monkeypatch):
     runs = []
-    real = heads_view.head_metrics
-    monkeypatch.setattr(heads_view, "head_metrics", lambda model: runs.append(1) or real(model))
+    real = heads_state.head_metrics
+    monkeypatch.setattr(heads_state, "head_metrics", lambda model: runs.append(1) or real(model))
     model_metrics.cache_clear()
     try:
         th = TrainedHeads()
@@ -134,7 +135,7 @@ def test_random_weights_follow_their_seed_and_leave_the_global_rng_alone():
     assert torch.equal(torch.get_rng_state(), before)
     w = "blocks.0.attn.q_proj.weight"
     assert torch.equal(a[w], b[w]) and not torch.equal(a[w], c[w])
-    assert abs(float(a[w].std()) - heads_view.RANDOM_STD) < 0.02
+    assert abs(float(a[w].std()) - heads_state.RANDOM_STD) < 0.02
 
 
 def test_query_reading_finds_the_induction_target_and_the_previous_token():
@@ -206,12 +207,15 @@ def test_a_shorter_input_clamps_the_query_and_resizes_the_maps():
 
 
 # -- the rendered view ------------------------------------------------------------------------------
-def test_figures_are_drawn_only_when_the_view_is_rendered():
-    th = TrainedHeads()
-    view = TrainedHeadsView(th)
-    assert view.main_plot is None and view.cells == {}
-    with rendered(view.layout) as page:
-        assert view.main_plot is not None and len(view.cells) == 8
+def test_figures_are_drawn_only_when_the_view_is_rendered(monkeypatch):
+    built = []
+    original = heads_view.TrainedHeadsView.__init__
+    monkeypatch.setattr(heads_view.TrainedHeadsView, "__init__",
+                        lambda self, th: built.append(1) or original(self, th))
+    panel = pn.panel(TrainedHeads())
+    assert built == []
+    with rendered(panel) as page:
+        assert built == [1]
         assert len(models_with_class(page.doc, "ap-th-cell")) == 8
 
 
@@ -345,8 +349,9 @@ def test_the_overview_grid_is_layers_by_heads():
 def test_the_app_has_a_trained_heads_tab():
     factory = dict(TABS)["Trained heads"]
     component = factory()
-    assert "ap-trained-heads" in component.css_classes
-    assert [c.name for c in component.select(pn.widgets.RadioButtonGroup)][:2] == ["Model", "Input"]
+    with rendered(component) as page:
+        assert models_with_class(page.doc, "ap-trained-heads")
+        assert [c.name for c in component.select(pn.widgets.RadioButtonGroup)][:2] == ["Model", "Input"]
 
 
 def test_a_single_token_input_still_draws_every_view():

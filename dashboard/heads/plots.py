@@ -1,16 +1,17 @@
-"""Pure functions for the "Trained heads" tab: attention maps -> figure frames, metrics -> HTML.
+"""Pure functions for the "Trained heads" tab: attention maps -> figure frames, results -> HTML.
 
-Nothing here runs a model: every number comes from ``dashboard.heads_view.HeadsResult`` (one
-forward pass) and ``attention.head_metrics.HeadMetrics``. Frames are ``dashboard.plots.Frame``s,
-so a figure is drawn once by HoloViews (``plots.to_element``) and then updated in place by
-``dashboard.live.LivePlot``.
+Nothing here runs a model: every number comes from ``dashboard.heads.state.HeadsResult`` (one
+forward pass) and ``attention.head_metrics.HeadMetrics``. Frames are ``common.frames.Frame``s,
+so a figure is drawn once by HoloViews (``to_element``) and then updated in place by
+``common.live.LivePlot``.
 
 Orientation (unit-tested): ``weights[q, k]`` is drawn with query ``q`` on y (0 at the top) and key
 ``k`` on x: ``hv.Image`` gets ``array[::-1]`` with ``bounds=(-.5, -.5, T-.5, T-.5)`` and
-``invert_yaxis=True`` (``plots.to_element`` does the flip), colour range pinned to ``(0, 1)``.
+``invert_yaxis=True`` (``to_element`` does the flip), colour range pinned to ``(0, 1)``.
 """
 from __future__ import annotations
 
+import html
 from typing import Sequence
 
 import holoviews as hv
@@ -18,7 +19,9 @@ import numpy as np
 
 from attention.head_metrics import HeadMetrics
 
-from .plots import CMAP, Frame, Layer, to_element
+from ..common.frames import Frame, Layer, to_element
+from ..common.style import CMAP
+from .state import HeadsState, query_reading
 
 __all__ = [
     "CELL_SIZE",
@@ -28,8 +31,11 @@ __all__ = [
     "head_role",
     "main_frame",
     "main_heatmap",
+    "message_html",
     "metrics_table_html",
     "overview_grid",
+    "reading_html",
+    "summary_html",
 ]
 
 CELL_SIZE = 128               # frame width/height of one overview map, px
@@ -170,3 +176,63 @@ def metrics_table_html(metrics: Sequence[HeadMetrics], selected: tuple[int, int]
             "<th>entropy (nats)</th><th>role</th></tr>")
     return f"<table class='ap-th-table'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
+
+# ----------------------------------------------------------------------------------------------
+# sentences
+def _tok(token: int) -> str:
+    return f"<b class='tok'>{token}</b>"
+
+
+def reading_html(th: HeadsState) -> str:
+    """What the selected query of the selected head reads, in a sentence (``.ap-th-reading``)."""
+    q = min(th.query, th.result.seq_len - 1)
+    rd = query_reading(th.result, th.layer, th.head, q)
+    why = {
+        "previous": "the position just before it (previous-token pattern).",
+        "after-previous-occurrence": (f"the token that followed the earlier {_tok(rd['token'])} "
+                                      f"at position {rd['occurrence']} (induction pattern)."),
+        "self": "itself.",
+        "": "a position with no simple relation to it.",
+    }[rd["relation"]]
+    nxt = th.result.tokens[q + 1] if q + 1 < th.result.seq_len else None
+    verdict = ("" if nxt is None else
+               " ✓ correct" if rd["prediction"] == nxt else f" (the input has {_tok(nxt)})")
+    return (f"<div class='ap-th-line' data-query='{q}' data-top-key='{rd['key']}' "
+            f"data-relation='{rd['relation']}'>"
+            f"<b>Query {q}</b> holds token {_tok(rd['token'])}. Layer {th.layer} head {th.head} puts "
+            f"<b>{rd['weight']:.2f}</b> of its attention on key {rd['key']} (token "
+            f"{_tok(rd['key_token'])}): {why}<br>The model's next token after position {q}: "
+            f"{_tok(rd['prediction'])}{verdict}</div>")
+
+
+def summary_html(th: HeadsState) -> str:
+    """How often the model predicts the next token right on the input shown (``.ap-th-summary``)."""
+    r = th.result
+    T = r.seq_len
+    hits = r.predictions[:-1] == np.asarray(r.tokens[1:])               # (T-1,) query i -> token i+1
+    name = "trained model" if r.model == "trained" else "random model"
+    if r.period is not None and T >= 4:
+        p = r.period
+        first, second = hits[:p - 1], hits[p:]
+        text = (f"The {name} predicts the next token right at <b>{int(second.sum())} of "
+                f"{len(second)}</b> positions of the second copy, and at {int(first.sum())} of "
+                f"{len(first)} in the first (new random tokens: chance is 1 in {th.vocab_size}).")
+    elif T > 1:
+        text = (f"The {name} predicts the next token right at {int(hits.sum())} of {T - 1} positions "
+                f"of your input; after the last one it predicts "
+                f"<b class='tok'>{int(r.predictions[-1])}</b>.")
+    else:
+        text = f"After your one token the {name} predicts <b class='tok'>{int(r.predictions[-1])}</b>."
+    return f"<div class='ap-th-line'>{text}</div>"
+
+
+def message_html(th: HeadsState) -> str:
+    """The input message: why a custom input was rejected, or a hint (``.ap-th-message``)."""
+    if th.input_error:
+        return (f"<div class='ap-th-error' role='alert'>{html.escape(th.input_error)} "
+                f"Showing the last valid input.</div>")
+    if th.input_kind == "custom":
+        n = th.result.seq_len
+        return (f"<div class='ap-th-ok'>{n} token{'s' if n != 1 else ''}. Repeat a few to see the "
+                f"induction head at work, e.g. <code>5 9 2 7 5 9 2</code>.</div>")
+    return ""

@@ -3,8 +3,9 @@
 The object holds the knobs (sequence length, heads, head size, causal flag, prefix ``L``, selected
 query, seed, optional text) and recomputes attention once per relevant change into ``pg.result``.
 Changing only the selected query or the viewed head recomputes nothing: views read the cached
-result. It is a ``pn.viewable.Viewer``, so ``pn.panel(pg)`` and notebook display show the live
-dashboard; the view code (``dashboard.view``) is imported only then, so headless use stays light.
+result. This module has no Panel or HoloViews import: ``PlaygroundState`` works headless (tests,
+scripts). ``dashboard.playground.AttentionPlayground`` is the same state made displayable
+(``pn.panel(pg)``, notebook display) by ``dashboard.playground.view``.
 
 Shape legend: ``H`` heads, ``T`` positions (queries = keys, self-attention), ``D`` head size,
 ``E = H * D`` model size.
@@ -15,11 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import panel as pn
 import param
 import torch
 from torch import Tensor
@@ -33,9 +32,12 @@ from attention import (
     single_token_attention,
 )
 
+from ..common.recompute import Recomputing
+
 __all__ = [
-    "AttentionPlayground",
+    "MAX_SEQ_LEN",
     "PlaygroundResult",
+    "PlaygroundState",
     "SingleTokenSteps",
     "build_model",
     "embed_tokens",
@@ -122,6 +124,7 @@ class PlaygroundResult:
         max_future_weight: the largest weight any query puts on a later key.
         invariance: :class:`attention.InvarianceResult` for the current prefix ``L``:
             ``.max_diff`` over positions ``0..L`` and ``.position_diff (T,)`` at every position.
+        seed, position_scale, text: the other parameters this result was computed from.
     """
 
     tokens: tuple[str, ...]
@@ -135,6 +138,9 @@ class PlaygroundResult:
     causal: bool
     max_future_weight: float
     invariance: InvarianceResult
+    seed: int = 0
+    position_scale: float = 0.5
+    text: str = ""
 
     @property
     def seq_len(self) -> int:
@@ -227,7 +233,7 @@ class _Index(param.Integer):
         self._validate_bounds(val, self.hard_bounds, self.inclusive_bounds)
 
 
-class AttentionPlayground(pn.viewable.Viewer):
+class PlaygroundState(Recomputing):
     """Parameters of an attention experiment and its cached result (``pg.result``).
 
     Recomputes once per change of ``seq_len``, ``num_heads``, ``head_dim``, ``causal``, ``seed``,
@@ -277,24 +283,20 @@ class AttentionPlayground(pn.viewable.Viewer):
 
     result = param.ClassSelector(class_=PlaygroundResult, constant=True, precedence=-1, doc="""
         The computed state for the current parameters (read-only).""")
-    busy = param.Boolean(default=False, constant=True, precedence=-1, doc="""
-        True while attention is being recomputed (drives the loading indicator).""")
 
     _core_params = ("seq_len", "num_heads", "head_dim", "causal", "seed", "text", "position_scale")
+    _inputs = (*_core_params, "prefix", "query", "view_head")
 
     def __init__(self, **params):
         self.n_computes = 0
         self.n_invariance_checks = 0
-        self._refreshing = False
-        self._lock = threading.RLock()      # served with --num-threads, events may run in parallel
         self._core_key: tuple | None = None
         self._core: dict | None = None
         self._model: MultiHeadAttention | None = None
         self._model_key: tuple | None = None
         self._inv_key: tuple | None = None
         super().__init__(**params)
-        self.param.watch(self._on_params, [*self._core_params, "prefix", "query", "view_head"])
-        self._refresh()
+        self.refresh()
 
     # index -> (the parameters its bound follows, the bound's size)
     _INDEX_SIZES = {"prefix": ("seq_len", "text"), "query": ("seq_len", "text"),
@@ -306,7 +308,7 @@ class AttentionPlayground(pn.viewable.Viewer):
         words = self.text.split()
         return min(len(words), MAX_SEQ_LEN) if words else self.seq_len
 
-    def _on_params(self, *events) -> None:
+    def _on_inputs(self, *events) -> None:
         """After a batch: refuse an index set alone beyond its bounds, else clamp and recompute."""
         changed = {e.name for e in events}
         bad = [e for e in events if e.name in self._INDEX_SIZES
@@ -319,7 +321,7 @@ class AttentionPlayground(pn.viewable.Viewer):
             size = "T" if e.name != "view_head" else "H"
             raise ValueError(f"expected {e.name} in 0..{size}-1 = 0..{n - 1} but found "
                              f"{e.name}={e.new!r}")
-        self._refresh()
+        self.refresh()
 
     # -- keeping dependent parameters consistent ---------------------------------------------
     def _sync_dependent(self) -> None:
@@ -342,37 +344,24 @@ class AttentionPlayground(pn.viewable.Viewer):
         if clamped:
             self.param.update(**clamped)
 
-    def _refresh(self) -> None:
-        with self._lock:
-            self._refresh_locked()
-
-    def _refresh_locked(self) -> None:
-        if self._refreshing:          # a nested trigger from _sync_dependent: the outer call finishes
+    def _recompute(self) -> None:
+        """Bring ``result`` up to date (called by ``refresh()``, latest wins, see ``Recomputing``)."""
+        self._sync_dependent()
+        core_key = (tokenize(self.text, self.seq_len), self.num_heads, self.head_dim, self.causal,
+                    self.seed, float(self.position_scale))
+        inv_key = core_key + (self.prefix,)
+        if core_key == self._core_key and inv_key == self._inv_key:
             return
-        self._refreshing = True
-        try:
-            self._sync_dependent()
-            core_key = (tokenize(self.text, self.seq_len), self.num_heads, self.head_dim, self.causal,
-                        self.seed, float(self.position_scale))
-            inv_key = core_key + (self.prefix,)
-            if core_key == self._core_key and inv_key == self._inv_key:
-                return
-            with param.edit_constant(self):
-                self.busy = True
-            try:
-                if core_key != self._core_key:
-                    self._core = self._compute_core(*core_key)
-                    self._core_key = core_key
-                    self.n_computes += 1
-                invariance = self._compute_invariance(self.prefix)
-                self._inv_key = inv_key
-                with param.edit_constant(self):
-                    self.result = PlaygroundResult(**self._core, invariance=invariance)
-            finally:
-                with param.edit_constant(self):
-                    self.busy = False
-        finally:
-            self._refreshing = False
+        with self._working():
+            if core_key != self._core_key:
+                self._core = self._compute_core(*core_key)
+                self._core_key = core_key
+                self.n_computes += 1
+            invariance = self._compute_invariance(self.prefix)
+            self._inv_key = inv_key
+        with param.edit_constant(self):      # after busy is False: the views clear the spinner with it
+            self.result = PlaygroundResult(**self._core, invariance=invariance,
+                                           seed=core_key[4], position_scale=core_key[5], text=self.text)
 
     # -- the computation ----------------------------------------------------------------------
     def _get_model(self, H: int, D: int, seed: int) -> MultiHeadAttention:
@@ -424,9 +413,3 @@ class AttentionPlayground(pn.viewable.Viewer):
         """
         return single_token_steps(self.result, self.view_head if head is None else head,
                                   self.query if query is None else query)
-
-    # -- display ------------------------------------------------------------------------------
-    def __panel__(self):
-        """A new live view each time (Bokeh figures belong to one document / output cell)."""
-        from .view import PlaygroundView          # Panel/HoloViews views load only when displayed
-        return PlaygroundView(self).layout

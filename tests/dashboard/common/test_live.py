@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dashboard import plots
-from dashboard.live import LivePlot
+from dashboard.common.frames import with_marker
+from dashboard.common.live import LivePlot
+from dashboard.playground import plots
 from dashboard.playground import AttentionPlayground, single_token_steps
 
 
@@ -44,7 +45,7 @@ def _state(live: LivePlot) -> dict:
         "ylabels": dict(fig.yaxis[0].major_label_overrides),
         "frame_height": fig.frame_height,
     }
-    for i, leaf in enumerate(live._leaves):
+    for i, leaf in enumerate(live.leaves):
         glyph = leaf.handles.get("glyph")
         if hasattr(glyph, "location"):
             out[f"{i}.location"] = glyph.location
@@ -88,12 +89,12 @@ def test_a_frame_with_other_layers_is_rejected(results):
 
 def test_an_unchanged_image_layer_is_not_resent(results):
     base = plots.head_frame(results[0], 0)
-    live = LivePlot(plots.with_marker(base, 1))
-    source = live._leaves[0].handles["source"]
+    live = LivePlot(with_marker(base, 1))
+    source = live.leaves[0].handles["source"]
     image = source.data["image"][0]
-    live.update(plots.with_marker(base, 4))
+    live.update(with_marker(base, 4))
     assert source.data["image"][0] is image
-    assert live._leaves[1].handles["glyph"].location == 4
+    assert live.leaves[1].handles["glyph"].location == 4
 
 
 def test_hover_token_names_follow_new_text():

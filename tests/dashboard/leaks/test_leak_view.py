@@ -18,11 +18,11 @@ import torch
 from attention.masks import padding_mod, prefix_lm, sliding_window
 from attention.verify.leaks import sweep_checked_prefixes
 from attention.zoo import ZOO, check_entry, mask_gallery
-from dashboard import leak_plots
-from dashboard.harness import models_with_class, rendered
-from dashboard.leak_view import (BUGGY, CORRECT, MAX_SEQ_LEN, MIN_SEQ_LEN, OWN, LeakDetector,
-                                 LeakDetectorView, rechecked)
-from dashboard.live import render
+from dashboard.leaks import plots as leak_plots
+from harness import models_with_class, rendered
+from dashboard.leaks import LeakDetector, LeakDetectorView
+from dashboard.leaks.state import BUGGY, CORRECT, MAX_SEQ_LEN, MIN_SEQ_LEN, OWN, rechecked
+from dashboard.common.live import render
 
 T_SMALL = 8          # every bug shows at T = 8 (min_seq_len <= 5) and the maps are instant
 
@@ -368,7 +368,7 @@ def test_description_shows_the_models_sentence_and_own_relation():
 
 
 def test_results_show_the_loading_indicator_while_a_map_is_computed(monkeypatch):
-    import dashboard.leak_view as leak_view
+    import dashboard.leaks.state as leak_state
 
     ld = LeakDetector(model="causal_mha", seq_len=T_SMALL)
     view = LeakDetectorView(ld)
@@ -378,7 +378,7 @@ def test_results_show_the_loading_indicator_while_a_map_is_computed(monkeypatch)
         seen.append(view.results.loading)
         return check_entry(*args, **kwargs)
 
-    monkeypatch.setattr(leak_view, "check_entry", spy)
+    monkeypatch.setattr(leak_state, "check_entry", spy)
     ld.model = "cumsum"
     assert seen == [True] and view.results.loading is False
     ld.allowed = "sliding:2"                                   # no computation, no spinner
@@ -426,7 +426,7 @@ def test_a_relation_change_sends_a_smaller_patch_than_a_new_map():
 
 
 def test_the_app_has_a_leak_detector_tab_built_only_when_shown(monkeypatch):
-    import dashboard.leak_view as leak_view
+    import dashboard.leaks.view as leak_view
     from dashboard.app import TABS
 
     built = []

@@ -11,10 +11,10 @@ from bokeh.events import Tap
 from bokeh.models import Span
 
 from dashboard.app import TABS, build_app, serve_app
-from dashboard.harness import image_of, models_with_class, rendered
-from dashboard.harness import only_model_with_class as only
+from harness import image_of, models_with_class, rendered
+from harness import only_model_with_class as only
 from dashboard.playground import AttentionPlayground
-from dashboard.view import PlaygroundView
+from dashboard.playground import PlaygroundView
 
 
 def heads_in(doc) -> list:
@@ -95,7 +95,7 @@ def test_moving_the_prefix_updates_only_the_invariance_views():
         counts = [p.n_updates for p in view.head_plots + [view.query_plot]]
         pg.prefix = 6
         assert [p.n_updates for p in view.head_plots + [view.query_plot]] == counts
-        span = view.invariance_plot._leaves[3].handles["glyph"]
+        span = view.invariance_plot.leaves[3].handles["glyph"]
         assert span.location == 6.5 and "0..6" in view.stats.object
 
 

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from dashboard import export
+from dashboard.playground import export
 from dashboard.playground import AttentionPlayground
 
 # What a browser would fetch from the network or from disk: script/img src, link href, CSS url()

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from bokeh.models import HoverTool
 
-from dashboard import plots
+from dashboard.common import frames
+from dashboard.common.style import VIOLATION_COLOR
+from dashboard.playground import plots
 from dashboard.playground import AttentionPlayground, single_token_steps
 
 RENDERER = hv.renderer("bokeh")
@@ -85,8 +87,8 @@ def test_huge_maps_are_max_pooled_to_a_screen_sized_image():
 @pytest.mark.parametrize("T, maps, f", [(16, 4, 1), (256, 16, 1), (512, 4, 1), (1024, 16, 4),
                                         (1000, 16, 4), (300, 16, 2)])
 def test_pool_factor_keeps_all_maps_within_the_pixel_budget(T, maps, f):
-    assert plots.pool_factor(T, maps) == f
-    assert maps * (-(-T // f)) ** 2 <= plots.MAX_PIXELS
+    assert frames.pool_factor(T, maps) == f
+    assert maps * (-(-T // f)) ** 2 <= frames.MAX_PIXELS
 
 
 def test_query_marker_sits_on_the_selected_row(pg):
@@ -160,7 +162,7 @@ def test_non_causal_changes_before_L_are_drawn_red_not_green():
         if i > 4:
             want = plots.CHANGED_COLOR
         elif d[i] > inv.atol:
-            want = plots.VIOLATION_COLOR
+            want = VIOLATION_COLOR
         else:
             want = plots.SAME_COLOR if d[i] > 0 else None
         assert colours[i] == want, (i, d[i], colours[i])
@@ -169,7 +171,7 @@ def test_non_causal_changes_before_L_are_drawn_red_not_green():
 
 def test_causal_positions_up_to_L_are_green_or_empty_never_red(pg):
     colours = _bar_colours(render(plots.invariance_chart(pg.result)))
-    assert plots.VIOLATION_COLOR not in set(colours)
+    assert VIOLATION_COLOR not in set(colours)
     assert set(colours[5:]) <= {plots.CHANGED_COLOR, None}
 
 
@@ -192,9 +194,9 @@ def test_verdict_badge_says_pass_for_causal_and_fail_without_the_mask():
 
 
 def test_unknown_layer_kind_is_a_clear_error():
-    frame = plots.Frame(layers=(plots.Layer("pie"),), title="", xlim=(0, 1), ylim=(0, 1))
+    frame = frames.Frame(layers=(frames.Layer("pie"),), title="", xlim=(0, 1), ylim=(0, 1))
     with pytest.raises(ValueError, match="'pie'"):
-        plots.to_element(frame)
+        frames.to_element(frame)
 
 
 def test_head_index_out_of_range_is_a_clear_error(pg):

@@ -1,0 +1,219 @@
+"""Frames: what one figure shows, as plain data, and its first drawing as a HoloViews element.
+
+Every tab turns its state into ``Frame`` objects (``<tab>/plots.py``); ``common.live.LivePlot``
+draws a frame once with HoloViews and later writes new frames into the existing Bokeh models;
+the static export ships frames to JavaScript. Also here: token tick labels and max-pooling of
+large maps, shared by every tab.
+
+Orientation (unit-tested): maps are kept with row 0 = query 0 (``Layer.array``). ``hv.Image``
+stores row 0 at the *top*, so ``to_element`` passes ``array[::-1]`` with
+``bounds=(-.5, -.5, T-.5, T-.5)`` and ``invert_yaxis=True``: the value drawn at ``y = i`` is query
+row ``i``, and query 0 is at the top.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import holoviews as hv
+import holoviews.plotting.bokeh  # noqa: F401  registers the Bokeh backend (no notebook side effects)
+import numpy as np
+from bokeh.models import CustomJSHover
+
+from .style import ACCENT
+
+__all__ = [
+    "Frame",
+    "Layer",
+    "MAX_PIXELS",
+    "TICK_LABEL_LIMIT",
+    "hover_formatters",
+    "map_layer",
+    "nice_step",
+    "number_ticks",
+    "pool_factor",
+    "pooled",
+    "tick_rotation",
+    "to_element",
+    "token_label",
+    "token_ticks",
+    "value_lim",
+    "with_marker",
+]
+
+MAX_PIXELS = 2**20            # pixels shipped for all maps of a view together before pooling kicks in
+TICK_LABEL_LIMIT = 32         # token names on the axes up to this many positions
+
+
+# ----------------------------------------------------------------------------------------------
+# Frames
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """One drawn layer of a figure.
+
+    ``kind`` is ``"image"`` (``array`` rows = y from 0 up, ``bounds`` = (l, b, r, t)), ``"bars"``
+    (``values`` on unit bins centred at 0..n-1), ``"hline"``/``"vline"`` (``pos``), ``"vspan"``
+    (``lo``..``hi``) or ``"text"`` (``x``, ``y``, ``text``). ``style`` holds HoloViews options that
+    never change (colours, dimension names) and is used only when the figure is first drawn.
+    """
+
+    kind: str
+    array: np.ndarray | None = None
+    bounds: tuple[float, float, float, float] | None = None
+    values: np.ndarray | None = None
+    pos: float = 0.0
+    lo: float = 0.0
+    hi: float = 0.0
+    x: float = 0.0
+    y: float = 0.0
+    text: str = ""
+    style: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """Everything one figure shows: layers drawn in order plus the settings that follow the data.
+
+    ``xlim``/``ylim`` are (low, high) data ranges (``invert_yaxis`` draws y from the top),
+    ``xticks``/``yticks`` explicit ``[(position, label), ...]`` lists, ``tooltips`` the hover
+    lines. ``hover_labels`` (token names) let a tooltip write ``$x{custom}`` / ``$y{custom}``
+    to show the position as ``"i (name)"`` (``hover_formatters``). ``opts`` are fixed figure
+    options (size, tools, fonts) for the first drawing.
+    """
+
+    layers: tuple[Layer, ...]
+    title: str
+    xlim: tuple[float, float]
+    ylim: tuple[float, float]
+    xticks: list[tuple[int, str]] | None = None
+    yticks: list[tuple[int, str]] | None = None
+    xrotation: int = 0
+    invert_yaxis: bool = False
+    tooltips: list[tuple[str, str]] | None = None
+    hover_labels: tuple[str, ...] | None = None
+    opts: dict[str, Any] = field(default_factory=dict)
+
+
+# position -> "i (name)" in hover tooltips; ``labels`` is updated in place by ``LivePlot``
+HOVER_LABEL_JS = """
+const i = Math.round(value);
+return (i >= 0 && i < labels.length) ? i + " (" + labels[i] + ")" : String(i);
+"""
+
+
+def hover_formatters(labels: tuple[str, ...]) -> dict[str, Any]:
+    """Bokeh hover formatters that show ``$x{custom}`` / ``$y{custom}`` as ``"i (labels[i])"``."""
+    fmt = CustomJSHover(args=dict(labels=list(labels)), code=HOVER_LABEL_JS)
+    return {"$x": fmt, "$y": fmt}
+
+
+def _layer_element(layer: Layer) -> hv.Element:
+    st = dict(layer.style)
+    kdims, vdims = st.pop("kdims", None), st.pop("vdims", None)
+    if layer.kind == "image":
+        # hv.Image wants the top row first: flip so that y = row index (0 at the bottom of the data)
+        el = hv.Image(np.ascontiguousarray(layer.array[::-1]), bounds=layer.bounds,
+                      kdims=kdims or ["x", "y"], vdims=vdims or ["z"])
+    elif layer.kind == "bars":
+        edges = np.arange(len(layer.values) + 1) - 0.5
+        el = hv.Histogram((edges, layer.values), kdims=kdims or ["x"], vdims=vdims or ["y"])
+    elif layer.kind == "hline":
+        el = hv.HLine(layer.pos)
+    elif layer.kind == "vline":
+        el = hv.VLine(layer.pos)
+    elif layer.kind == "vspan":
+        el = hv.VSpan(layer.lo, layer.hi)
+    elif layer.kind == "text":
+        el = hv.Text(layer.x, layer.y, layer.text, halign=st.pop("halign", "center"))
+    else:
+        raise ValueError(f"expected a layer kind of image, bars, hline, vline, vspan or text but "
+                         f"found {layer.kind!r}")
+    return el.opts(**st) if st else el
+
+
+def to_element(frame: Frame) -> hv.Element | hv.Overlay:
+    """The frame as a styled HoloViews element (an Overlay when it has several layers)."""
+    figure_opts = dict(
+        title=frame.title, xlim=frame.xlim, ylim=frame.ylim, invert_yaxis=frame.invert_yaxis,
+        xrotation=frame.xrotation, toolbar=None, **frame.opts,
+    )
+    if frame.xticks is not None:
+        figure_opts["xticks"] = frame.xticks
+    if frame.yticks is not None:
+        figure_opts["yticks"] = frame.yticks
+    hover = {"hover_tooltips": frame.tooltips} if frame.tooltips else {}
+    if frame.tooltips and frame.hover_labels is not None:
+        hover["hover_formatters"] = hover_formatters(frame.hover_labels)
+    layers = [_layer_element(layer) for layer in frame.layers]
+    layers = [el.opts(default_tools=[], **(hover if layer.kind in ("image", "bars") else {}))
+              for el, layer in zip(layers, frame.layers)]
+    if len(layers) == 1:
+        return layers[0].opts(**figure_opts)
+    return hv.Overlay(layers).opts(**figure_opts)
+
+
+# ----------------------------------------------------------------------------------------------
+# ticks, labels, pooling
+def pool_factor(T: int, num_maps: int, max_pixels: int = MAX_PIXELS) -> int:
+    """Block size ``f`` so that ``num_maps`` maps of ``ceil(T/f)**2`` pixels fit in ``max_pixels``."""
+    side = max(1, int(math.isqrt(max_pixels // max(1, num_maps))))
+    return 1 if T <= side else math.ceil(T / side)
+
+
+def pooled(A: np.ndarray, f: int) -> np.ndarray:
+    """Max over ``f x f`` blocks of a 2-D map (zero-padded at the far edges); ``f=1`` returns ``A``."""
+    if f == 1:
+        return A
+    R, C = A.shape
+    n_r, n_c = math.ceil(R / f), math.ceil(C / f)
+    padded = np.zeros((n_r * f, n_c * f), dtype=A.dtype)
+    padded[:R, :C] = A
+    return padded.reshape(n_r, f, n_c, f).max(axis=(1, 3))
+
+
+def nice_step(n: int, target: int = 8) -> int:
+    raw = max(1.0, n / target)
+    base = 10 ** math.floor(math.log10(raw))
+    return int(next(m * base for m in (1, 2, 5, 10) if m * base >= raw))
+
+
+def number_ticks(n: int) -> list[tuple[int, str]]:
+    return [(i, str(i)) for i in range(0, n, nice_step(n))]
+
+
+def token_ticks(tokens: tuple[str, ...]) -> list[tuple[int, str]]:
+    """Token names for short sequences, otherwise about 8 evenly spaced position numbers."""
+    if len(tokens) > TICK_LABEL_LIMIT:
+        return number_ticks(len(tokens))
+    return [(i, t if len(t) <= 12 else t[:11] + "…") for i, t in enumerate(tokens)]
+
+
+def tick_rotation(tokens: tuple[str, ...]) -> int:
+    return 60 if len(tokens) <= TICK_LABEL_LIMIT else 0
+
+
+def token_label(tokens: tuple[str, ...], i: int) -> str:
+    return f"{i} ({tokens[i]})" if tokens[i] != f"tok_{i}" else f"{i}"
+
+
+def value_lim(values: np.ndarray) -> tuple[float, float]:
+    """A y-range holding 0 and every value, with a little headroom."""
+    vmin = float(min(0.0, np.min(values, initial=0.0)))
+    vmax = float(max(0.0, np.max(values, initial=0.0)))
+    pad = 0.06 * ((vmax - vmin) or 1.0)
+    return (vmin - pad, vmax + pad)
+
+
+def map_layer(A: np.ndarray, f: int, kdims, vdim, cmap) -> Layer:
+    """Rows x cols map (row 0 = first query/head) covering cells of ``f x f`` positions."""
+    R, C = A.shape
+    return Layer("image", array=A, bounds=(-0.5, -0.5, C * f - 0.5, R * f - 0.5),
+                 style=dict(kdims=kdims, vdims=[vdim], cmap=cmap, clim=(0, 1)))
+
+
+def with_marker(frame: Frame, query: int) -> Frame:
+    """``frame``'s map with the selected-query line at ``query`` (replacing any earlier line)."""
+    line = Layer("hline", pos=float(query),
+                 style=dict(color=ACCENT, line_width=1.5, line_dash="dashed", alpha=0.9))
+    return replace(frame, layers=(frame.layers[0], line))

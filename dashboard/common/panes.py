@@ -1,0 +1,68 @@
+"""Panel building blocks shared by every tab's view: widgets from one spec form, figure panes,
+markdown sections, wrapping rows, tap coordinates to indices."""
+from __future__ import annotations
+
+import panel as pn
+
+from .style import CAVEAT_STYLES
+
+__all__ = ["caveat", "clamp_index", "figure_pane", "markdown", "widgets_from_spec", "wrap_row"]
+
+
+def widgets_from_spec(state, spec: dict[str, dict]) -> dict[str, pn.widgets.Widget]:
+    """One widget per ``{param_name: {"type": WidgetClass, **options}}`` entry, linked both ways.
+
+    Label, bounds and ``constant`` (shown disabled) follow the parameter (``Widget.from_param``).
+    """
+    widgets = {}
+    for name, options in spec.items():
+        options = dict(options)
+        kind = options.pop("type")
+        widgets[name] = kind.from_param(state.param[name], **options)
+    return widgets
+
+
+def with_tooltip(widget: pn.widgets.Widget, doc: str | None):
+    """Widgets without a ``description`` (sliders, checkbox) get a tooltip icon with the doc."""
+    if "description" in widget.param or not doc:
+        return widget
+    text = " ".join(doc.split())
+    return pn.Row(widget, pn.widgets.TooltipIcon(value=text, margin=(12, 0, 0, -8), width=20),
+                  margin=0)
+
+
+def figure_pane(figure, *classes: str) -> pn.pane.Bokeh:
+    """A pane for a Bokeh figure; the classes go on the figure itself (the element in the DOM).
+
+    ``flex: none`` keeps fixed-size figures from being squeezed to nothing by flex layouts
+    (seen inside ``pn.Tabs``). It must be on the figure too: the figure is the flex item, and
+    stretched by a row its frame outgrows its canvas and the plot is cut off.
+    """
+    if figure.sizing_mode == "fixed" and figure.width is None:
+        figure.sizing_mode = None       # sized by frame_width/height; avoids Bokeh's W-1005
+    figure.css_classes = [*figure.css_classes, *[c for c in classes if c not in figure.css_classes]]
+    figure.styles = {**figure.styles, "flex": "none"}
+    return pn.pane.Bokeh(figure, margin=(0, 4), styles={"flex": "none"})
+
+
+def markdown(text: str, css_class: str, **kw) -> pn.pane.Markdown:
+    """An explanation section (``text`` is stripped; ``css_class`` is its test hook)."""
+    return pn.pane.Markdown(text.strip(), css_classes=[css_class], **kw)
+
+
+def caveat(text: str, css_class: str) -> pn.pane.Markdown:
+    """The "attention is not explanation" note at the bottom of a sidebar."""
+    return pn.pane.Markdown(text.strip(), css_classes=[css_class], styles=dict(CAVEAT_STYLES))
+
+
+def wrap_row(*objects, **kw) -> pn.Row:
+    """A row that wraps onto new lines (``pn.FlexBox`` left figures blank inside ``pn.Tabs``)."""
+    styles = {"flex-wrap": "wrap", **kw.pop("styles", {})}
+    return pn.Row(*objects, styles=styles, **kw)
+
+
+def clamp_index(value: float | None, n: int) -> int | None:
+    """Nearest index in ``0..n-1`` of a tap coordinate (``None`` outside any figure)."""
+    if value is None:
+        return None
+    return int(min(max(round(value), 0), n - 1))

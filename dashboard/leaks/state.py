@@ -1,0 +1,165 @@
+"""The "Leak detector" tab's state: a zoo model, an allowed relation, ``T``, seed and the report.
+
+``LeakState`` holds the knobs and the current :class:`~attention.verify.LeakReport`
+(``ld.report``). The expensive part, the exact dependency map and the prefix sweep, runs once per
+(model, ``T``, seed) through :func:`attention.zoo.check_entry` and is cached; changing only the
+allowed relation re-checks the cached map with :func:`~attention.verify.leaks_in_map` (no model
+call; ``ld.n_computes`` counts the real computations). Headless: ``dashboard.leaks.LeakDetector``
+is the displayable version.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+
+import param
+
+from attention.verify import LeakReport, dense_allowed, leaks_in_map, sweep_checked_prefixes
+from attention.zoo import ZOO, check_entry, parse_relation
+
+from ..common.recompute import Recomputing
+
+__all__ = ["BUGGY", "CORRECT", "LeakResult", "LeakState", "OWN", "RELATION_CHOICES", "rechecked"]
+
+DIM = 16                     # features of every zoo model and input
+BATCH = 2                    # input batch (BatchNorm in training mode needs more than one item)
+MAX_SEQ_LEN = 32             # the exact map costs B*T*F backward passes: keep it instant
+MIN_SEQ_LEN = max(4, *(e.min_seq_len for e in ZOO.values()))   # every bug can show
+CACHE_SIZE = 16              # cached (model, T, seed) measurements per session
+
+OWN = "own"
+RELATION_CHOICES: dict[str, str] = {
+    "the model's own relation": OWN,
+    "causal": "causal",
+    "sliding window, 2 keys": "sliding:2",
+    "sliding window, 3 keys": "sliding:3",
+    "sliding window, 4 keys": "sliding:4",
+    "prefix-LM, prefix 3": "prefix:3",
+    "prefix-LM, prefix 6": "prefix:6",
+    "packed documents of 4 tokens": "document",
+    "full (anything may depend on anything)": "full",
+}
+"""Allowed relations offered in the tab: label -> ``OWN`` or a :func:`attention.zoo.parse_relation` spec."""
+
+BUGGY = [name for name, e in ZOO.items() if e.buggy]
+CORRECT = [name for name, e in ZOO.items() if not e.buggy]
+
+
+def rechecked(report: LeakReport, allowed, name: str | None = None) -> LeakReport:
+    """``report`` checked against another allowed relation, from its cached map (no model call).
+
+    The dependency map and the sweep values stay; the leaks (:func:`leaks_in_map` with the report's
+    own ``atol``), the allowed keep-mask, the checked prefixes and the verdict follow ``allowed``.
+    Equals :func:`~attention.verify.leaks.leak_report` run with ``allowed`` on the same model and
+    input, for relations that do not depend on the batch item.
+
+    Args:
+        report: a report whose ``dep_map`` is the ``(T, T)`` map.
+        allowed: ``mask_mod`` or ``(T, T)`` keep-mask (``True`` = output may depend on input).
+        name: readable name of the relation. Default: ``allowed.__name__`` (or "dense mask").
+    """
+    T, S = report.dep_map.shape
+    keep = dense_allowed(allowed, T, S, batch=2)      # (T, S), or (2, T, S) if it reads the batch item
+    if keep.dim() != 2:
+        raise ValueError(f"expected an allowed relation that is the same for every batch item but "
+                         f"found {name or getattr(allowed, '__name__', 'a mask')} of shape "
+                         f"{tuple(keep.shape)}: use leak_report with the model instead")
+    leaks = leaks_in_map(report.dep_map, keep, report.atol)
+    checked = sweep_checked_prefixes(keep)
+    moved = bool((checked & (report.sweep > report.sweep_atol)).any())
+    if name is None:
+        name = getattr(allowed, "__name__", None) or f"dense mask {tuple(keep.shape)}"
+    return replace(report, leaks=leaks, allowed_dense=keep, sweep_checked=checked,
+                   allowed_name=name, passed=not leaks and not moved)
+
+
+@dataclass(frozen=True, eq=False)
+class LeakResult:
+    """A report with the parameters it was computed for (what the view shows, all of one piece)."""
+
+    model: str
+    allowed: str
+    seq_len: int
+    seed: int
+    report: LeakReport
+
+    @property
+    def entry(self):
+        """The :class:`attention.zoo.ZooEntry` of ``model``."""
+        return ZOO[self.model]
+
+
+class LeakState(Recomputing):
+    """Zoo model, allowed relation, ``T`` and seed, and the leak report for them (``ld.report``).
+
+    The model (weights from ``seed``) runs on a random ``(BATCH, seq_len, DIM)`` input drawn from
+    ``seed`` (see :func:`attention.zoo.check_entry`). ``n_computes`` counts dependency maps
+    actually computed: changing only ``allowed`` never adds one, nor does returning to a
+    (model, T, seed) seen before in this session.
+    """
+
+    model = param.Selector(objects=list(ZOO), default="off_by_one_causal_mask", label="Zoo model",
+                           doc="""
+        A small sequence model from the bug zoo: ten realistic leaks and ten correct twins. Each
+        has a relation it must respect (usually causal).""")
+    allowed = param.Selector(objects=RELATION_CHOICES, default=OWN, label="Allowed relation", doc="""
+        Which (output i, input j) pairs may depend on each other. The model's own relation is the
+        one it was written for; pick another to see what it would break (or satisfy).""")
+    seq_len = param.Integer(default=12, bounds=(MIN_SEQ_LEN, MAX_SEQ_LEN), label="Sequence length T",
+                            doc="""
+        Positions T of the random input. The map is exact (T*T pairs, one backward pass per
+        output entry), so T stays small.""")
+    seed = param.Integer(default=0, bounds=(0, 2**31 - 1), label="Random seed", doc="""
+        Seeds the model's weights, the random input and the sweep's perturbations.""")
+
+    report = param.ClassSelector(class_=LeakReport, constant=True, precedence=-1, doc="""
+        The leak report for the current parameters (read-only).""")
+    result = param.ClassSelector(class_=LeakResult, constant=True, precedence=-1, doc="""
+        ``report`` together with the parameters it belongs to (read-only).""")
+
+    _inputs = ("model", "allowed", "seq_len", "seed")
+
+    def __init__(self, **params):
+        self.n_computes = 0
+        self._cache: OrderedDict[tuple, LeakReport] = OrderedDict()
+        super().__init__(**params)
+        self.refresh()
+
+    @property
+    def entry(self):
+        """The :class:`attention.zoo.ZooEntry` of the selected model."""
+        return ZOO[self.model]
+
+    def relation(self, allowed: str | None = None, seq_len: int | None = None,
+                 model: str | None = None):
+        """An allowed relation (default: the selected one) at ``seq_len`` as a ``mask_mod``."""
+        allowed = self.allowed if allowed is None else allowed
+        T = self.seq_len if seq_len is None else seq_len
+        if allowed == OWN:
+            return ZOO[self.model if model is None else model].allowed(T)
+        return parse_relation(allowed, T)
+
+    def measurement(self, model: str | None = None, seq_len: int | None = None,
+                    seed: int | None = None) -> LeakReport:
+        """The report against the model's own relation for (model, T, seed) (default: the selected
+        ones): cached, or computed now."""
+        key = (self.model if model is None else model, self.seq_len if seq_len is None else seq_len,
+               self.seed if seed is None else seed)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        with self._working():
+            report = check_entry(key[0], seq_len=key[1], dim=DIM, batch=BATCH, seed=key[2])
+            self.n_computes += 1
+        self._cache[key] = report
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return report
+
+    def _recompute(self) -> None:
+        """The report for the current parameters (called by ``refresh()``, latest wins)."""
+        model, allowed, T, seed = self.model, self.allowed, self.seq_len, self.seed
+        base = self.measurement(model, T, seed)
+        report = base if allowed == OWN else rechecked(base, self.relation(allowed, T, model))
+        with param.edit_constant(self):
+            self.param.update(report=report, result=LeakResult(model, allowed, T, seed, report))

@@ -1,0 +1,261 @@
+"""The live Playground: ``AttentionPlayground`` (state + display) and ``PlaygroundView``.
+
+``PlaygroundView(pg).layout`` is what ``pn.panel(pg)`` shows (bare, for notebooks) and what the
+served app puts in its first tab. Every figure is drawn once from a ``plots.py`` frame and then
+updated in place (``common.live.LivePlot``) through the view's one update pipeline
+(``common.live.LiveView``): a parameter change sends new data to existing figures, never a new
+layout. Only what depends on the change is touched:
+
+- new weights (T, H, D, causal, seed, text, position signal): head maps, query plot,
+  step-by-step view, mask (only if T or causal changed), invariance;
+- only the prefix L changed: invariance chart and numbers;
+- only the selected query / viewed head changed: the query line on the head maps, the query plot
+  and the step-by-step view (no attention is recomputed: ``pg.n_computes`` stays).
+
+The per-head grid (one figure per head) changes only when H changes: the figures of heads >= H
+are hidden (and reused if H grows again), new heads get new figures, the others stay.
+"""
+from __future__ import annotations
+
+import hashlib
+from io import BytesIO
+
+import panel as pn
+from bokeh.events import Tap
+
+from ..common.frames import Frame
+from ..common.lazy import BuiltWhenShown
+from ..common.live import LivePlot, LiveView, render
+from ..common.panes import caveat, clamp_index, figure_pane, markdown, widgets_from_spec, with_tooltip, wrap_row
+from ..common.style import CSS, SECTION_STYLES
+from . import plots
+from .export import export_html
+from .state import PlaygroundResult, PlaygroundState, single_token_steps
+from .text import TEXT
+
+__all__ = ["AttentionPlayground", "PlaygroundView", "WIDGETS"]
+
+WIDGETS = {
+    "text": {"type": pn.widgets.TextInput, "placeholder": "optional sentence, then Enter",
+             "css_classes": ["ap-text"]},
+    "seq_len": {"type": pn.widgets.EditableIntSlider, "throttled": True, "css_classes": ["ap-seq-len"]},
+    "num_heads": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-num-heads"]},
+    "head_dim": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-head-dim"]},
+    "causal": {"type": pn.widgets.Checkbox, "css_classes": ["ap-causal"]},
+    "prefix": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-prefix"]},
+    "query": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-query"]},
+    "view_head": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-view-head"]},
+    "seed": {"type": pn.widgets.IntInput, "css_classes": ["ap-seed"]},
+    "position_scale": {"type": pn.widgets.FloatSlider, "throttled": True,
+                       "css_classes": ["ap-position-scale"]},
+}
+"""The sidebar's widgets: ``{parameter: {"type": Widget, **options}}`` (``widgets_from_spec``)."""
+
+LOADING_MIN_WORK = 2**18      # T*T*H from which a recompute shows loading spinners (T=256, H=4)
+
+
+def state_id(r: PlaygroundResult, query: int, view_head: int) -> str:
+    """What the figures show: the result's parameters and the selection (clamped into range)."""
+    text = hashlib.sha1(r.text.encode("utf-8")).hexdigest()[:8] if r.text.strip() else "-"
+    return (f"T={r.seq_len} H={r.num_heads} D={r.head_dim} causal={int(r.causal)} seed={r.seed} "
+            f"L={r.prefix} q={min(query, r.seq_len - 1)} head={min(view_head, r.num_heads - 1)} "
+            f"pos={r.position_scale:g} text={text}")
+
+
+def _set_head_class(live: LivePlot, cls: str) -> None:
+    """Mark a head figure shown (``ap-head-heatmap``) or hidden (``ap-head-hidden``)."""
+    classes = [c for c in live.figure.css_classes if c not in ("ap-head-heatmap", "ap-head-hidden")]
+    if cls not in live.figure.css_classes:
+        live.figure.css_classes = [cls, *classes]
+
+
+class PlaygroundView(LiveView):
+    """Widgets and live figures for one ``AttentionPlayground`` (one per browser session or output).
+
+    Attributes:
+        layout: the Panel component to show.
+        head_plots: one ``LivePlot`` per head; ``query_plot``, ``single_plots`` (five),
+            ``mask_plot``, ``invariance_plot``: the other figures.
+    """
+
+    def __init__(self, pg: PlaygroundState):
+        super().__init__(pg)
+        self.pg = pg
+        r = pg.result
+        self._last: PlaygroundResult = r
+        self._q, self._head = min(pg.query, r.seq_len - 1), min(pg.view_head, r.num_heads - 1)
+        self._head_frames: dict[int, Frame] = {}
+
+        self.widgets = widgets_from_spec(pg, WIDGETS)
+        for w in self.widgets.values():
+            w.width = 225 if "description" not in w.param else 250
+        self.controls = pn.Column(*[with_tooltip(w, pg.param[name].doc)
+                                    for name, w in self.widgets.items()],
+                                  width=260, css_classes=["ap-controls"])
+        self.download = pn.widgets.FileDownload(
+            callback=self._download_html, filename="attention-playground.html",
+            label="Download as HTML", color="primary", embed=False,
+            css_classes=["ap-download"], sizing_mode="stretch_width",
+        )
+
+        self.colorbar = figure_pane(render(plots.colorbar_strip()).state, "ap-colorbar")
+        self.heads_box = wrap_row(self.colorbar, css_classes=["ap-heads"], sizing_mode="stretch_width")
+        self.head_plots: list[LivePlot] = []
+        self._head_panes: list[tuple[LivePlot, pn.pane.Bokeh]] = []
+        self._sync_grid(r)
+
+        self.query_plot = LivePlot(plots.query_frame(r, self._q))
+        self.query_plot.figure.on_event(Tap, self._on_tap_head)
+        self.query_pane = figure_pane(self.query_plot.figure, "ap-query-plot")
+
+        self.single_plots = [LivePlot(f) for f in self._single_frames(r, self._head, self._q)]
+        self.single_pane = wrap_row(*[figure_pane(p.figure, f"ap-step-{i + 1}")
+                                      for i, p in enumerate(self.single_plots)],
+                                    css_classes=["ap-single-token"], sizing_mode="stretch_width")
+
+        self.mask_plot = LivePlot(plots.mask_frame(r))
+        self._mask_key = (r.seq_len, r.causal, r.tokens)
+        self.mask_pane = figure_pane(self.mask_plot.figure, "ap-mask")
+        self.invariance_plot = LivePlot(plots.invariance_frame(r))
+        self.inv_pane = figure_pane(self.invariance_plot.figure, "ap-invariance-chart")
+        self.verdict = pn.pane.HTML(plots.verdict_html(r), css_classes=["ap-verdict-pane"],
+                                    stylesheets=[CSS])
+        self.stats = pn.pane.HTML(plots.invariance_summary_html(r), css_classes=["ap-stats-pane"],
+                                  stylesheets=[CSS])
+        self.layout = self._assemble()
+        self.start(["result", "query", "view_head"])
+
+    # -- the pipeline's parts ------------------------------------------------------------------
+    def state_id(self) -> str:
+        return state_id(self.pg.result, self.pg.query, self.pg.view_head)
+
+    def figures(self) -> list:
+        return [live.figure for live, _ in self._head_panes] + [
+            p.figure for p in (self.query_plot, *self.single_plots, self.mask_plot, self.invariance_plot)]
+
+    def loading_targets(self) -> list:
+        return [self.heads_box, self.query_row, self.single_pane, self.analysis]
+
+    def wants_spinner(self) -> bool:
+        pg = self.pg
+        return pg.seq_len**2 * pg.num_heads >= LOADING_MIN_WORK
+
+    def show(self, changed: set[str]) -> str:
+        r, query, view_head = self.pg.result, self.pg.query, self.pg.view_head
+        q, head = min(query, r.seq_len - 1), min(view_head, r.num_heads - 1)
+        last = self._last
+        new_weights = r.weights is not last.weights
+        if new_weights:
+            self._head_frames.clear()
+            self._sync_grid(r)
+        if new_weights or q != self._q:
+            for h, live in enumerate(self.head_plots):
+                live.update(self._head_frame(r, h, q))
+            self.query_plot.update(plots.query_frame(r, q))
+        if new_weights or q != self._q or head != self._head:
+            for live, frame in zip(self.single_plots, self._single_frames(r, head, q)):
+                live.update(frame)
+        if new_weights and (r.seq_len, r.causal, r.tokens) != self._mask_key:
+            self._mask_key = (r.seq_len, r.causal, r.tokens)
+            self.mask_plot.update(plots.mask_frame(r))
+        if r is not last:
+            self.invariance_plot.update(plots.invariance_frame(r))
+            self.verdict.object = plots.verdict_html(r)
+            self.stats.object = plots.invariance_summary_html(r)
+        self._last, self._q, self._head = r, q, head
+        return state_id(r, query, view_head)
+
+    # -- frames ------------------------------------------------------------------------------
+    def _head_frame(self, r: PlaygroundResult, head: int, query: int) -> Frame:
+        frame = self._head_frames.get(head)
+        if frame is None:                         # cached per result: a query change resends no image
+            frame = self._head_frames[head] = plots.head_frame(r, head)
+        return plots.with_marker(frame, query)
+
+    @staticmethod
+    def _single_frames(r: PlaygroundResult, head: int, query: int) -> list[Frame]:
+        return plots.single_token_frames(single_token_steps(r, head, query), r.tokens)
+
+    def _sync_grid(self, r: PlaygroundResult) -> None:
+        """Show one figure per head: hide the figures of heads >= H, show or add figures for new ones.
+
+        A hidden figure stays in the page (figure ``visible=False``, its class ``ap-head-heatmap``
+        swapped for ``ap-head-hidden``) and is shown again with new data when H grows: adding a
+        figure to a live page costs 100-300 ms (a new Bokeh model graph), toggling one a few ms.
+        """
+        H, n = r.num_heads, len(self.head_plots)
+        q = min(self.pg.query, r.seq_len - 1)
+        for h in range(H, n):                                    # fewer heads: hide the rest
+            live, _ = self._head_panes[h]
+            _set_head_class(live, "ap-head-hidden")
+            live.figure.visible = False      # on the figure: pn.pane.Bokeh(visible=...) breaks here
+        new = []
+        for h in range(n, H):                                    # more heads: reuse, then draw
+            frame = self._head_frame(r, h, q)
+            if h < len(self._head_panes):
+                live, _ = self._head_panes[h]
+                live.update(frame)
+                _set_head_class(live, "ap-head-heatmap")
+                live.figure.visible = True
+            else:
+                live = LivePlot(frame)
+                live.figure.on_event(Tap, self._on_tap_query)
+                if self.shown_id is not None:
+                    live.figure.tags = [f"ap-state:{self.shown_id}"]
+                pane = figure_pane(live.figure, "ap-head-heatmap", f"ap-head-{h}")
+                self._head_panes.append((live, pane))
+                new.append(pane)
+        self.head_plots = [live for live, _ in self._head_panes[:H]]
+        if new:
+            self.heads_box.extend(new)
+
+    # -- events --------------------------------------------------------------------------------
+    def _on_tap_query(self, event) -> None:
+        q = clamp_index(event.y, self.pg.seq_len)
+        if q is not None:
+            self.pg.query = q
+
+    def _on_tap_head(self, event) -> None:
+        h = clamp_index(event.y, self.pg.num_heads)
+        if h is not None:
+            self.pg.view_head = h
+
+    def _download_html(self) -> BytesIO:
+        buf = BytesIO()
+        export_html(self.pg, buf)
+        buf.seek(0)
+        return buf
+
+    # -- layout --------------------------------------------------------------------------------
+    def _assemble(self) -> pn.viewable.Viewable:
+        sidebar = pn.Column(
+            pn.pane.Markdown("#### Controls", margin=(0, 10)),
+            self.controls, self.download, caveat(TEXT["caveat"], "ap-caveat"), self.state_pane,
+            width=275, css_classes=["ap-sidebar"],
+        )
+        section = dict(sizing_mode="stretch_width", styles=dict(SECTION_STYLES))
+        heads = pn.Column(markdown(TEXT["heads"], "ap-text-heads", max_width=900), self.heads_box, **section)
+        self.query_row = query = pn.Row(self.query_pane, markdown(TEXT["query"], "ap-text-query", width=330),
+                                        **section)
+        single = pn.Column(markdown(TEXT["single"], "ap-text-single", max_width=900), self.single_pane,
+                           **section)
+        self.analysis = wrap_row(
+            self.mask_pane, pn.Column(self.verdict, self.stats, width=310), self.inv_pane,
+            sizing_mode="stretch_width", css_classes=["ap-invariance"],
+        )
+        causal = pn.Column(markdown(TEXT["causal"], "ap-text-causal", max_width=900), self.analysis,
+                           **section)
+        main = pn.Column(markdown(TEXT["intro"], "ap-text-intro"), heads, query, single, causal,
+                         sizing_mode="stretch_width", css_classes=["ap-main"])
+        return pn.Row(sidebar, main, sizing_mode="stretch_width", css_classes=["ap-playground"],
+                      name="Playground")
+
+
+class AttentionPlayground(PlaygroundState, pn.viewable.Viewer):
+    """``PlaygroundState`` that displays itself: ``pn.panel(pg)`` or ``pg`` in a notebook shows the
+    live dashboard (see :class:`~dashboard.playground.state.PlaygroundState` for the parameters)."""
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        """A new live view each time (Bokeh figures belong to one document / output cell), built
+        when first shown."""
+        return BuiltWhenShown(lambda: PlaygroundView(self).layout, name="Playground")
