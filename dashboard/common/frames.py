@@ -182,15 +182,24 @@ def number_ticks(n: int) -> list[tuple[int, str]]:
     return [(i, str(i)) for i in range(0, n, nice_step(n))]
 
 
+def _unnamed(tokens: tuple[str, ...]) -> bool:
+    """True for the placeholder names ``tok_0 .. tok_{T-1}`` (nothing to read but the position)."""
+    return all(t == f"tok_{i}" for i, t in enumerate(tokens))
+
+
 def token_ticks(tokens: tuple[str, ...]) -> list[tuple[int, str]]:
-    """Token names for short sequences, otherwise about 8 evenly spaced position numbers."""
-    if len(tokens) > TICK_LABEL_LIMIT:
+    """Token names for short sequences of real words, otherwise evenly spaced position numbers.
+
+    Placeholder names (``tok_0 ..``) are shown as their numbers: 16 of them rotated on a 160 px
+    axis overlap, and the name says nothing the number does not.
+    """
+    if len(tokens) > TICK_LABEL_LIMIT or _unnamed(tokens):
         return number_ticks(len(tokens))
     return [(i, t if len(t) <= 12 else t[:11] + "…") for i, t in enumerate(tokens)]
 
 
 def tick_rotation(tokens: tuple[str, ...]) -> int:
-    return 60 if len(tokens) <= TICK_LABEL_LIMIT else 0
+    return 60 if len(tokens) <= TICK_LABEL_LIMIT and not _unnamed(tokens) else 0
 
 
 def token_label(tokens: tuple[str, ...], i: int) -> str:

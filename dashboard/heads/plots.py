@@ -87,7 +87,7 @@ def cell_frame(weights: np.ndarray, layer: int, head: int, role: str = "") -> Fr
 
 def main_frame(weights: np.ndarray, tokens: Sequence[int], layer: int, head: int,
                metrics: HeadMetrics | None = None) -> Frame:
-    """The large map of one head with every token id on both axes.
+    """The large map of one head with every position and token id on both axes ("9:42").
 
     Args:
         weights: ``(T, T)``, row ``q`` = how query ``q`` spreads its attention over the keys.
@@ -99,7 +99,7 @@ def main_frame(weights: np.ndarray, tokens: Sequence[int], layer: int, head: int
     T = weights.shape[0]
     if len(tokens) != T:
         raise ValueError(f"expected {T} tokens for a ({T}, {T}) map but found {len(tokens)}")
-    ticks = [(i, str(int(t))) for i, t in enumerate(tokens)]
+    ticks = [(i, f"{i}:{int(t)}") for i, t in enumerate(tokens)]       # position:token id
     title = f"Layer {layer} · head {head}"
     role = head_role(metrics)
     if role:
@@ -111,7 +111,8 @@ def main_frame(weights: np.ndarray, tokens: Sequence[int], layer: int, head: int
         invert_yaxis=True,
         tooltips=[("query position", "$y{0}"), ("key position", "$x{0}"), ("weight", "@image{0.000}")],
         opts=dict(frame_width=MAIN_SIZE, frame_height=MAIN_SIZE,
-                  xlabel="key (token id)", ylabel="query (token id)", fontsize={"title": "11pt"}),
+                  xlabel="key (position:token id)", ylabel="query (position:token id)",
+                  fontsize={"title": "11pt"}),
     )
 
 

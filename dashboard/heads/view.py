@@ -34,7 +34,8 @@ import panel as pn
 
 from ..common.frames import with_marker
 from ..common.lazy import BuiltWhenShown
-from ..common.live import LivePlot, LiveView
+from ..common.figures import LivePlot
+from ..common.live import LiveView
 from ..common.panes import caveat, clamp_index, figure_pane, markdown, widgets_from_spec
 from ..common.style import SECTION_STYLES
 from . import plots

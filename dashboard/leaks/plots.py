@@ -61,6 +61,7 @@ CHECKED_COLOR = "#16a34a"             # sweep: checked prefix, outputs 0..L unch
 FAILED_COLOR = "#dc2626"              # sweep: checked prefix, outputs 0..L moved
 UNCHECKED_COLOR = "#94a3b8"           # sweep: the relation lets outputs <= L see inputs > L
 DECADES = 6                           # the colour scale spans this many powers of ten below the max
+RING_PAD = 0.45                       # cells of margin around the map: the ring is never clipped
 MAP_SIZE = 360                        # frame width/height of the dependency map, px
 THUMB_SIZE = 92                       # frame width of one mask thumbnail, px
 
@@ -189,9 +190,10 @@ def dependency_heatmap(report: LeakReport, *, size: int = MAP_SIZE) -> hv.Overla
         marker="circle", fill_alpha=0, line_color=LEAK_COLOR, line_width=2.5,
         size=max(12.0, 1.5 * cell), default_tools=[])
     ticks = _ticks(max(T, S))
+    pad = 0.5 + RING_PAD        # room for the ring and the outline's width around the edge cells
     return (heat * outline * marks * ring).opts(
         title=map_title(report), frame_width=size, frame_height=size, invert_yaxis=True,
-        xlim=(-0.5, S - 0.5), ylim=(-0.5, T - 0.5), xticks=[(i, str(i)) for i in ticks],
+        xlim=(-pad, S - 1 + pad), ylim=(-pad, T - 1 + pad), xticks=[(i, str(i)) for i in ticks],
         yticks=[(i, str(i)) for i in ticks], xlabel="input j", ylabel="output i",
         toolbar=None, fontsize={"title": "10pt"},
     )

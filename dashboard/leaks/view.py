@@ -30,7 +30,8 @@ import panel as pn
 from attention.zoo import mask_gallery
 
 from ..common.lazy import BuiltWhenShown
-from ..common.live import LiveView, render
+from ..common.figures import render
+from ..common.live import LiveView
 from ..common.panes import figure_pane, markdown, widgets_from_spec, wrap_row
 from ..common.style import CSS as BADGE_CSS
 from ..common.style import SECTION_STYLES

@@ -34,10 +34,10 @@ from bokeh.models import Checkbox, ColumnDataSource, CustomJS, Div, Slider
 from bokeh.resources import INLINE
 
 from ..common.frames import MAX_PIXELS, token_label
-from ..common.live import LivePlot, render
+from ..common.figures import LivePlot, render
 from ..common.style import CSS
 from . import plots
-from .state import FUTURE_ATOL, MAX_SEQ_LEN, PlaygroundResult, PlaygroundState
+from .state import FUTURE_ATOL, MAX_SEQ_LEN, PlaygroundResult, PlaygroundState, words_of
 from .text import TEXT
 
 __all__ = ["EXPORT_PARAMS", "MAX_EXPORT_CELLS", "RESOURCE_URL", "export_html", "main", "offline",
@@ -137,7 +137,7 @@ def _params_of(source: PlaygroundState | dict[str, Any] | None) -> dict[str, Any
             raise ValueError(f"expected export parameters among {list(EXPORT_PARAMS)} but found "
                              f"{unknown}")
         return dict(source)
-    raise TypeError(f"expected an AttentionPlayground (a PlaygroundState) or a dict of parameters but found "
+    raise TypeError(f"expected an AttentionPlayground or a dict of parameters but found "
                     f"{type(source).__name__}")
 
 
@@ -249,7 +249,7 @@ def build_document(source: PlaygroundState | dict[str, Any] | None = None):
             sizing_mode="stretch_width"),
         _section("heads", row(colorbar, *[h.figure for h in heads], styles={"flex-wrap": "wrap"},
                               css_classes=["ap-heads"])),
-        _section("query", query.figure),
+        _section("query_static", query.figure),
         _section("causal", row(mask.figure, column(verdict, stats, width=380), inv.figure,
                                styles={"flex-wrap": "wrap"}, css_classes=["ap-invariance"])),
         sizing_mode="stretch_width",
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     params: dict[str, Any] = dict(seq_len=args.seq_len, num_heads=args.num_heads,
                                   head_dim=args.head_dim, seed=args.seed, text=args.text,
                                   causal=not args.no_causal)
-    T = min(len(args.text.split()), MAX_SEQ_LEN) if args.text.split() else args.seq_len
+    T = min(len(words_of(args.text)), MAX_SEQ_LEN) if words_of(args.text) else args.seq_len
     params["prefix"] = args.prefix if args.prefix is not None else min(d.prefix.default, T - 1)
     params["query"] = args.query if args.query is not None else min(d.query.default, T - 1)
     try:

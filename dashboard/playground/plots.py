@@ -103,7 +103,7 @@ def colorbar_strip(height: int = HEAD_SIZE) -> hv.Image:
     grad = np.linspace(1, 0, 256, dtype=np.float32)[:, None]            # top = 1
     return hv.Image(grad, bounds=(0, 0, 1, 1), kdims=["x", "weight"], vdims=["w"]).opts(
         cmap=CMAP, clim=(0, 1), width=70, height=height + 45, xaxis=None, yaxis="right",
-        toolbar=None, default_tools=[], title="weight", fontsize={"title": "9pt"},
+        toolbar=None, default_tools=[], title="weight", ylabel="", fontsize={"title": "9pt"},
     )
 
 
@@ -141,8 +141,12 @@ def _bars_frame(layers: tuple[Layer, ...], n: int, title: str, xlabel: str, ylab
 
 
 def _bars(values: np.ndarray, color: str, xlabel: str, ylabel: str) -> Layer:
+    # Bars narrower than a pixel (T > ~140) draw nothing with a fill alone: an outline in the same
+    # colour keeps each at least one pixel wide.
+    dense = len(values) > 140
     return Layer("bars", values=np.asarray(values, dtype=np.float32),
-                 style=dict(kdims=[xlabel], vdims=[ylabel], color=color, line_color=None))
+                 style=dict(kdims=[xlabel], vdims=[ylabel], color=color,
+                            line_color=color if dense else None))
 
 
 def single_token_frames(steps: SingleTokenSteps, tokens: tuple[str, ...]) -> list[Frame]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -43,6 +44,7 @@ __all__ = [
     "embed_tokens",
     "single_token_steps",
     "tokenize",
+    "words_of",
 ]
 
 MAX_SEQ_LEN = 1024
@@ -54,9 +56,18 @@ FUTURE_ATOL = 1e-6         # largest weight on a future key still counted as zer
 
 # ----------------------------------------------------------------------------------------------
 # Inputs: tokens -> embeddings, seed -> model
+_INVISIBLE = re.compile("[\u200b-\u200f\u2060-\u2064\ufeff]")   # zero-width and direction marks
+
+
+def words_of(text: str) -> list[str]:
+    """The whitespace-separated words of ``text``; zero-width characters separate too (a word made
+    of them alone would be an invisible token)."""
+    return _INVISIBLE.sub(" ", text).split()
+
+
 def tokenize(text: str, seq_len: int) -> tuple[str, ...]:
-    """Whitespace tokens of ``text`` (at most ``MAX_SEQ_LEN``), or ``tok_0 .. tok_{T-1}`` if empty."""
-    words = text.split()
+    """Words of ``text`` (at most ``MAX_SEQ_LEN``), or ``tok_0 .. tok_{T-1}`` if it has none."""
+    words = words_of(text)
     if words:
         return tuple(words[:MAX_SEQ_LEN])
     return tuple(f"tok_{i}" for i in range(seq_len))
@@ -305,7 +316,7 @@ class PlaygroundState(Recomputing):
     def _size_after(self, name: str) -> int:
         if name == "view_head":
             return self.num_heads
-        words = self.text.split()
+        words = words_of(self.text)
         return min(len(words), MAX_SEQ_LEN) if words else self.seq_len
 
     def _on_inputs(self, *events) -> None:
@@ -326,7 +337,7 @@ class PlaygroundState(Recomputing):
     # -- keeping dependent parameters consistent ---------------------------------------------
     def _sync_dependent(self) -> None:
         """Text -> seq_len (constant while text is used); clamp prefix/query/view_head into range."""
-        words = self.text.split()
+        words = words_of(self.text)
         if words:
             n = min(len(words), MAX_SEQ_LEN)
             self.param.seq_len.constant = True

@@ -22,6 +22,11 @@ query; click any row to select another.
 The selected query's row from every head, stacked: where each head sends that token's
 attention. Click a row here to show that head step by step below.
 """,
+    "query_static": """
+### One query across heads
+The selected query's row from every head, stacked: where each head sends that token's
+attention. Pick the query with the slider or a click on any head's map.
+""",
     "single": """
 ### Step by step: one query in one head
 How one row of a map comes about. (1) The query vector is compared with every key by a dot

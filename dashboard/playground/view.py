@@ -25,7 +25,8 @@ from bokeh.events import Tap
 
 from ..common.frames import Frame
 from ..common.lazy import BuiltWhenShown
-from ..common.live import LivePlot, LiveView, render
+from ..common.figures import LivePlot, render
+from ..common.live import LiveView
 from ..common.panes import caveat, clamp_index, figure_pane, markdown, widgets_from_spec, with_tooltip, wrap_row
 from ..common.style import CSS, SECTION_STYLES
 from . import plots

@@ -1,108 +1,110 @@
-"""LivePlot: a figure updated in place holds exactly what a fresh HoloViews render would show."""
+"""The views' one update pipeline (``common.live.LiveView``): served documents are written on
+their own loop in one coalesced callback, notebook outputs get ``push_notebook``, and every
+figure carries the id of the state it shows."""
 from __future__ import annotations
 
-import numpy as np
+import html
+import threading
+from functools import partial
+
+import panel as pn
 import pytest
+from harness import models_with_class, rendered
 
-from dashboard.common.frames import with_marker
-from dashboard.common.live import LivePlot
-from dashboard.playground import plots
-from dashboard.playground import AttentionPlayground, single_token_steps
-
-
-def _results():
-    a = AttentionPlayground(seq_len=8, num_heads=3, head_dim=4, prefix=2, query=5)
-    first = a.result
-    a.param.update(seq_len=12, causal=False, seed=7, text="")
-    a.prefix = 9
-    second = a.result
-    b = AttentionPlayground(text="one two three four five", num_heads=3, head_dim=4, prefix=1)
-    return first, second, b.result
+from dashboard.common.live import STATE_TAG
+from dashboard.playground import AttentionPlayground, PlaygroundView
+from dashboard.playground.view import state_id
 
 
-FAMILIES = {
-    "head": lambda r: plots.head_frame(r, 1, query=min(5, r.seq_len - 1)),
-    "query": lambda r: plots.query_frame(r, min(5, r.seq_len - 1)),
-    "mask": plots.mask_frame,
-    "invariance": plots.invariance_frame,
-    "raw scores": lambda r: plots.single_token_frames(
-        single_token_steps(r, 2, min(5, r.seq_len - 1)), r.tokens)[0],
-    "weights": lambda r: plots.single_token_frames(
-        single_token_steps(r, 2, min(5, r.seq_len - 1)), r.tokens)[3],
-    "output": lambda r: plots.single_token_frames(
-        single_token_steps(r, 2, min(5, r.seq_len - 1)), r.tokens)[4],
-}
+class _Session:
+    """Stands in for a Bokeh server session: a document with a session context whose next-tick
+    callbacks are queued here instead of on a server loop."""
 
 
-def _state(live: LivePlot) -> dict:
-    """Everything a viewer sees of a figure: data, annotations, ranges, title, ticks, hover."""
-    fig = live.figure
-    out = {
-        "title": fig.title.text,
-        "x_range": (fig.x_range.start, fig.x_range.end),
-        "y_range": (fig.y_range.start, fig.y_range.end),
-        "xticks": list(fig.xaxis[0].ticker.ticks), "xlabels": dict(fig.xaxis[0].major_label_overrides),
-        "ylabels": dict(fig.yaxis[0].major_label_overrides),
-        "frame_height": fig.frame_height,
-    }
-    for i, leaf in enumerate(live.leaves):
-        glyph = leaf.handles.get("glyph")
-        if hasattr(glyph, "location"):
-            out[f"{i}.location"] = glyph.location
-        elif hasattr(glyph, "left") and not hasattr(glyph, "top"):
-            out[f"{i}.span"] = (glyph.left, glyph.right)
-        else:
-            out[f"{i}.data"] = {k: np.asarray(v[0] if k == "image" else v).tolist()
-                                for k, v in leaf.handles["source"].data.items()}
-    return out
+def _served(doc, queued: list):
+    session = _Session()
+    doc._session_context = lambda: session
+    doc.add_next_tick_callback = lambda cb: queued.append(cb)
+    return session
 
 
-@pytest.fixture(scope="module")
-def results():
-    return _results()
+def _figure_ids(doc) -> set[str]:
+    ids = set()
+    for m in doc.models:
+        for tag in getattr(m, "tags", None) or []:
+            if isinstance(tag, str) and tag.startswith(STATE_TAG):
+                ids.add(tag[len(STATE_TAG):])
+    return ids
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
-@pytest.mark.parametrize("order", [(0, 1), (1, 0), (0, 2)])
-def test_an_updated_figure_equals_a_fresh_render(results, family, order):
-    make = FAMILIES[family]
-    before, after = (results[i] for i in order)
-    live = LivePlot(make(before))
-    figure = live.figure
-    live.update(make(after))
-    assert live.figure is figure and live.n_updates == 1
-    assert _state(live) == _state(LivePlot(make(after)))
+def _page_state(doc) -> str:
+    (pane,) = models_with_class(doc, "ap-state")
+    return html.unescape(pane.text)
 
 
-def test_the_same_frame_twice_is_a_no_op(results):
-    frame = plots.head_frame(results[0], 0)
-    live = LivePlot(frame)
-    live.update(frame)
-    assert live.n_updates == 0
+def test_every_figure_and_the_state_element_name_the_state_shown():
+    pg = AttentionPlayground(seq_len=8, num_heads=2)
+    view = PlaygroundView(pg)
+    with rendered(view.layout) as page:
+        assert _figure_ids(page.doc) == {state_id(pg.result, pg.query, pg.view_head)}
+        pg.param.update(seed=5, query=3)
+        want = state_id(pg.result, 3, pg.view_head)
+        assert "seed=5" in want and "q=3" in want
+        assert _figure_ids(page.doc) == {want} and view.shown_id == want
+        assert f'data-state="{want}"' in _page_state(page.doc)
 
 
-def test_a_frame_with_other_layers_is_rejected(results):
-    live = LivePlot(plots.head_frame(results[0], 0))
-    with pytest.raises(ValueError, match=r"layers \['image'\]"):
-        live.update(plots.head_frame(results[0], 0, query=2))
+def test_served_changes_from_many_threads_become_one_update_on_the_sessions_loop():
+    pg = AttentionPlayground(seq_len=8, num_heads=2)
+    view = PlaygroundView(pg)
+    with rendered(view.layout) as page:
+        queued: list = []
+        _served(page.doc, queued)
+        before = view.n_updates
+        threads = [threading.Thread(target=setattr, args=(pg, "query", q)) for q in (1, 2, 3, 4, 5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ours = [cb for cb in queued if isinstance(cb, partial) and cb.func == view._update_served]
+        assert view.n_updates == before          # nothing written from the worker threads
+        assert len(ours) == 1                    # one pending update for the burst
+        for cb in queued:                        # the loop runs them (under the document lock)
+            cb()
+        queued.clear()
+        assert view.n_updates == before + 1
+        assert view.shown_id == state_id(pg.result, pg.query, pg.view_head)
+        assert _figure_ids(page.doc) == {view.shown_id}
+        pg.seed = 9                              # after the update: a new request is queued again
+        assert [cb for cb in queued if isinstance(cb, partial) and cb.func == view._update_served]
 
 
-def test_an_unchanged_image_layer_is_not_resent(results):
-    base = plots.head_frame(results[0], 0)
-    live = LivePlot(with_marker(base, 1))
-    source = live.leaves[0].handles["source"]
-    image = source.data["image"][0]
-    live.update(with_marker(base, 4))
-    assert source.data["image"][0] is image
-    assert live.leaves[1].handles["glyph"].location == 4
+def test_a_notebook_output_gets_pushed_after_each_update(monkeypatch):
+    pushed = []
+    monkeypatch.setattr(pn.io, "push_notebook", lambda *objs: pushed.append(objs))
+    pg = AttentionPlayground(seq_len=8, num_heads=2)
+    view = PlaygroundView(pg)
+    with rendered(view.layout):
+        pg.query = 2
+        assert pushed and pushed[-1] == (view.layout,)
+        assert "q=2" in view.shown_id
 
 
-def test_hover_token_names_follow_new_text():
-    from bokeh.models import HoverTool
-    pg = AttentionPlayground(text="the cat sat", num_heads=2)
-    live = LivePlot(plots.head_frame(pg.result, 0, 1))
-    pg.text = "a dog ran far"
-    live.update(plots.head_frame(pg.result, 0, 1))
-    hover = live.figure.select_one({"type": HoverTool})
-    assert hover.formatters["$x"].args["labels"] == ["a", "dog", "ran", "far"]
-    assert hover.formatters["$y"].args["labels"] == ["a", "dog", "ran", "far"]
+def test_a_view_not_displayed_yet_still_follows_its_state():
+    pg = AttentionPlayground(seq_len=8, num_heads=2)
+    view = PlaygroundView(pg)
+    pg.seed = 4
+    assert "seed=4" in view.shown_id
+    with rendered(view.layout) as page:
+        assert _figure_ids(page.doc) == {view.shown_id}
+
+
+@pytest.mark.parametrize("T", [4, 12])
+def test_a_state_change_while_hidden_heads_exist_stamps_them_too(T):
+    pg = AttentionPlayground(seq_len=T, num_heads=4)
+    view = PlaygroundView(pg)
+    with rendered(view.layout) as page:
+        pg.num_heads = 2                         # heads 2, 3 hidden (kept in the page)
+        pg.num_heads = 3
+        assert len(models_with_class(page.doc, "ap-head-heatmap")) == 3
+        assert _figure_ids(page.doc) == {view.shown_id}

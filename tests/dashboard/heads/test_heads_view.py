@@ -201,7 +201,7 @@ def test_a_shorter_input_clamps_the_query_and_resizes_the_maps():
         main = only(page.doc, "ap-th-main")
         np.testing.assert_array_equal(image_of(main), th.result.weights[th.layer, th.head])
         assert (main.x_range.start, main.x_range.end) == (-0.5, 4.5)
-        assert [int(v) for v in main.xaxis[0].major_label_overrides.values()] == [4, 8, 15, 16, 23]
+        assert list(main.xaxis[0].major_label_overrides.values()) == ["0:4", "1:8", "2:15", "3:16", "4:23"]
         cell = only(page.doc, "ap-th-cell-0-1")
         assert image_of(cell).shape == (5, 5)
 
@@ -232,7 +232,8 @@ def test_rendered_figures_carry_every_heads_weights():
         assert main.title.text.startswith(f"Layer {th.layer} · head {th.head}")
         assert "induction head" in main.title.text
         labels = main.yaxis[0].major_label_overrides
-        assert [labels[i] for i in range(th.result.seq_len)] == [str(t) for t in th.result.tokens]
+        assert [labels[i] for i in range(th.result.seq_len)] == [f"{i}:{t}" for i, t in
+                                                                  enumerate(th.result.tokens)]
 
 
 def test_a_tap_on_an_overview_map_opens_it_in_the_main_view_without_rerunning(count_forwards):

@@ -22,7 +22,7 @@ from dashboard.leaks import plots as leak_plots
 from harness import models_with_class, rendered
 from dashboard.leaks import LeakDetector, LeakDetectorView
 from dashboard.leaks.state import BUGGY, CORRECT, MAX_SEQ_LEN, MIN_SEQ_LEN, OWN, rechecked
-from dashboard.common.live import render
+from dashboard.common.figures import render
 
 T_SMALL = 8          # every bug shows at T = 8 (min_seq_len <= 5) and the maps are instant
 

@@ -202,3 +202,19 @@ def test_unknown_layer_kind_is_a_clear_error():
 def test_head_index_out_of_range_is_a_clear_error(pg):
     with pytest.raises(ValueError, match="head in 0..2"):
         plots.head_frame(pg.result, 3)
+
+
+def test_placeholder_tokens_are_labelled_by_number_without_rotation():
+    pg = AttentionPlayground(seq_len=16)
+    frame = plots.head_frame(pg.result, 0)
+    labels = [label for _, label in frame.xticks]
+    assert all(label.isdigit() for label in labels) and frame.xrotation == 0
+    named = AttentionPlayground(text="the cat sat")
+    assert [label for _, label in plots.head_frame(named.result, 0).xticks] == ["the", "cat", "sat"]
+
+
+def test_step_bars_stay_visible_when_narrower_than_a_pixel():
+    pg = AttentionPlayground(seq_len=512, num_heads=1, head_dim=4, query=300)
+    frames = plots.single_token_frames(single_token_steps(pg.result, 0, 300), pg.result.tokens)
+    weights = frames[3].layers[0]
+    assert weights.style["line_color"] == weights.style["color"]     # outlined: >= 1 px each

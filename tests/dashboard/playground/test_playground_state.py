@@ -292,3 +292,14 @@ def test_the_result_is_read_only():
     with pytest.raises(TypeError, match="result"):
         pg.result = None
     assert isinstance(AttentionPlayground.param.result, param.ClassSelector)
+
+
+@pytest.mark.parametrize("text, want", [
+    ("a\u200bb", ("a", "b")),                 # a zero-width space separates words
+    ("\u200b", None),                         # nothing visible: no words, the placeholder tokens
+    ("x \ufeff y", ("x", "y")),
+])
+def test_zero_width_characters_never_become_invisible_tokens(text, want):
+    from dashboard.playground.state import tokenize
+    got = tokenize(text, 3)
+    assert got == (want if want is not None else ("tok_0", "tok_1", "tok_2"))

@@ -1,0 +1,108 @@
+"""LivePlot: a figure updated in place holds exactly what a fresh HoloViews render would show."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dashboard.common.frames import with_marker
+from dashboard.common.figures import LivePlot
+from dashboard.playground import plots
+from dashboard.playground import AttentionPlayground, single_token_steps
+
+
+def _results():
+    a = AttentionPlayground(seq_len=8, num_heads=3, head_dim=4, prefix=2, query=5)
+    first = a.result
+    a.param.update(seq_len=12, causal=False, seed=7, text="")
+    a.prefix = 9
+    second = a.result
+    b = AttentionPlayground(text="one two three four five", num_heads=3, head_dim=4, prefix=1)
+    return first, second, b.result
+
+
+FAMILIES = {
+    "head": lambda r: plots.head_frame(r, 1, query=min(5, r.seq_len - 1)),
+    "query": lambda r: plots.query_frame(r, min(5, r.seq_len - 1)),
+    "mask": plots.mask_frame,
+    "invariance": plots.invariance_frame,
+    "raw scores": lambda r: plots.single_token_frames(
+        single_token_steps(r, 2, min(5, r.seq_len - 1)), r.tokens)[0],
+    "weights": lambda r: plots.single_token_frames(
+        single_token_steps(r, 2, min(5, r.seq_len - 1)), r.tokens)[3],
+    "output": lambda r: plots.single_token_frames(
+        single_token_steps(r, 2, min(5, r.seq_len - 1)), r.tokens)[4],
+}
+
+
+def _state(live: LivePlot) -> dict:
+    """Everything a viewer sees of a figure: data, annotations, ranges, title, ticks, hover."""
+    fig = live.figure
+    out = {
+        "title": fig.title.text,
+        "x_range": (fig.x_range.start, fig.x_range.end),
+        "y_range": (fig.y_range.start, fig.y_range.end),
+        "xticks": list(fig.xaxis[0].ticker.ticks), "xlabels": dict(fig.xaxis[0].major_label_overrides),
+        "ylabels": dict(fig.yaxis[0].major_label_overrides),
+        "frame_height": fig.frame_height,
+    }
+    for i, leaf in enumerate(live.leaves):
+        glyph = leaf.handles.get("glyph")
+        if hasattr(glyph, "location"):
+            out[f"{i}.location"] = glyph.location
+        elif hasattr(glyph, "left") and not hasattr(glyph, "top"):
+            out[f"{i}.span"] = (glyph.left, glyph.right)
+        else:
+            out[f"{i}.data"] = {k: np.asarray(v[0] if k == "image" else v).tolist()
+                                for k, v in leaf.handles["source"].data.items()}
+    return out
+
+
+@pytest.fixture(scope="module")
+def results():
+    return _results()
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("order", [(0, 1), (1, 0), (0, 2)])
+def test_an_updated_figure_equals_a_fresh_render(results, family, order):
+    make = FAMILIES[family]
+    before, after = (results[i] for i in order)
+    live = LivePlot(make(before))
+    figure = live.figure
+    live.update(make(after))
+    assert live.figure is figure and live.n_updates == 1
+    assert _state(live) == _state(LivePlot(make(after)))
+
+
+def test_the_same_frame_twice_is_a_no_op(results):
+    frame = plots.head_frame(results[0], 0)
+    live = LivePlot(frame)
+    live.update(frame)
+    assert live.n_updates == 0
+
+
+def test_a_frame_with_other_layers_is_rejected(results):
+    live = LivePlot(plots.head_frame(results[0], 0))
+    with pytest.raises(ValueError, match=r"layers \['image'\]"):
+        live.update(plots.head_frame(results[0], 0, query=2))
+
+
+def test_an_unchanged_image_layer_is_not_resent(results):
+    base = plots.head_frame(results[0], 0)
+    live = LivePlot(with_marker(base, 1))
+    source = live.leaves[0].handles["source"]
+    image = source.data["image"][0]
+    live.update(with_marker(base, 4))
+    assert source.data["image"][0] is image
+    assert live.leaves[1].handles["glyph"].location == 4
+
+
+def test_hover_token_names_follow_new_text():
+    from bokeh.models import HoverTool
+    pg = AttentionPlayground(text="the cat sat", num_heads=2)
+    live = LivePlot(plots.head_frame(pg.result, 0, 1))
+    pg.text = "a dog ran far"
+    live.update(plots.head_frame(pg.result, 0, 1))
+    hover = live.figure.select_one({"type": HoverTool})
+    assert hover.formatters["$x"].args["labels"] == ["a", "dog", "ran", "far"]
+    assert hover.formatters["$y"].args["labels"] == ["a", "dog", "ran", "far"]
