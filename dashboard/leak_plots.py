@@ -25,7 +25,7 @@ import numpy as np
 from bokeh.palettes import Blues256
 from torch import Tensor
 
-from attention.verify.leaks import LeakReport
+from attention.verify import LeakReport
 
 __all__ = [
     "ALLOWED_COLOR",

@@ -33,13 +33,14 @@ from dataclasses import replace
 import panel as pn
 import param
 
-from attention.verify.leaks import (
+from attention.verify import (
     LeakReport,
+    check_entry,
     dense_allowed,
     leaks_in_map,
     sweep_checked_prefixes,
 )
-from attention.zoo import ZOO, check_entry, mask_gallery, parse_relation
+from attention.zoo import ZOO, mask_gallery, parse_relation
 
 __all__ = ["LeakDetector", "RELATION_CHOICES", "TEXT", "rechecked"]
 

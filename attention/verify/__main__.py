@@ -17,7 +17,8 @@ import torch
 
 from ..masks import make_padding_mask
 from ..multihead import MultiHeadAttention
-from . import check_output_invariance, default_atol, max_future_weight
+from .leak_cli import main as leak_main
+from .lookahead import check_output_invariance, default_atol, max_future_weight
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
            "bfloat16": torch.bfloat16}
@@ -145,9 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("--model", "--zoo") or a.startswith("--model=") for a in argv):
-        from .leak_cli import main as leak_main                    # the leak detector's CLI
-
-        return leak_main(argv)
+        return leak_main(argv)                                      # the leak detector's CLI
     args = build_parser().parse_args(argv)
     dtype = _DTYPES[args.dtype]
     results = run_grid(dtype, args.seed)

@@ -20,7 +20,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .leaks import LeakReport, leak_report
+from ..zoo import ZOO, parse_relation
+from .report import LeakReport, leak_report
 
 __all__ = ["CLIError", "build_parser", "load_factory", "main", "parse_allowed"]
 
@@ -67,8 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_allowed(spec: str, T: int):
     """``causal`` | ``sliding:W`` | ``prefix:P`` | ``document:0,0,1,...`` -> mask_mod."""
-    from ..zoo import parse_relation
-
     if spec in ("causal", "full") or spec.partition(":")[0] in ("sliding", "prefix", "document"):
         try:
             return parse_relation(spec, T)
@@ -195,8 +194,6 @@ def run_model(args) -> int:
 # --zoo
 # ------------------------------------------------------------------------------------------------
 def run_zoo(args) -> int:
-    from ..zoo import ZOO
-
     if args.allowed != "causal":
         raise CLIError("--allowed applies to --model only: every zoo entry carries its own relation")
     T = args.seq_len
