@@ -14,6 +14,7 @@
 ``python -m attention.verify`` runs them over a grid (``--model`` / ``--zoo`` for the leak
 detector). This module only re-exports.
 """
+from .calling import NonFiniteError, PrecisionWarning, unwrap_output, with_output
 from .dependency import dependency_map
 from .leaks import Leak, find_leaks, leaks_in_map
 from .lookahead import (
@@ -25,13 +26,16 @@ from .lookahead import (
 )
 from .relations import dense_allowed, sweep_checked_prefixes
 from .report import LeakReport, leak_report
-from .sweep import invariance_sweep
+from .sweep import SweepRun, invariance_sweep
 from .zoo_check import check_entry
 
 __all__ = [
     "InvarianceResult",
     "Leak",
     "LeakReport",
+    "NonFiniteError",
+    "PrecisionWarning",
+    "SweepRun",
     "check_entry",
     "check_output_invariance",
     "default_atol",
@@ -43,5 +47,7 @@ __all__ = [
     "leaks_in_map",
     "max_future_weight",
     "sweep_checked_prefixes",
+    "unwrap_output",
     "verify_no_lookahead",
+    "with_output",
 ]

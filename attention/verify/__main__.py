@@ -133,8 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Exit status: 0 if every causal case passes and every control fails, 1 otherwise. "
                "Leak detector for your own model: --model pkg.module:factory [--seq-len --dim "
-               "--batch --allowed causal|sliding:W|prefix:P|document:IDS], or --zoo for the bug zoo "
-               "(see --zoo --help for its options).",
+               "--batch --allowed causal|full|sliding:W|prefix:P|document:IDS|padding:LENS|auto "
+               "--input-scale --output --no-sweep --probes], or --zoo for the bug zoo (see --model "
+               "--help). The leak detector exits 0 pass, 1 leak, 2 usage error, 3 no verdict (NaN or "
+               "inf: never a pass).",
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32",

@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.func import vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .calling import call_model, check_model, check_x, float64_model
+from .calling import call_model, check_finite, check_model, check_x, float64_model
 
 __all__ = ["dependency_map"]
 
@@ -75,6 +75,10 @@ def dependency_map(
         chunk_size: probes per vmapped backward call. Default: about ``2**22 / (B·T·max(T, F))``.
         model_kwargs: extra keyword arguments for every model call. Default: none.
 
+    Raises:
+        NonFiniteError: (a ``ValueError``) when the output or the map holds NaN or inf, naming the
+            positions: such a map has no verdict.
+
     Returns:
         float64 tensor ``(T_out, T_in)`` (``(B, T_out, T_in)`` for ``reduce="none"``); ``T_out =
         T_in = T``. In the model's own dtype (float32, ...) only for a callable that rejects float64.
@@ -94,6 +98,7 @@ def dependency_map(
     xr = x.detach().to(dtype).clone().requires_grad_(True)
     with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
         y = call_model(model, xr, kwargs)                                # (B, T, F), one forward pass
+    check_finite(y.detach(), "model output", "(batch b, position t)")
     F = y.shape[-1]
     if not y.requires_grad:                                         # output does not use x at all
         D2 = torch.zeros(B, T, T, dtype=dtype, device=x.device)
@@ -103,6 +108,7 @@ def dependency_map(
         D2 = _columns(y, xr, chunk_size)
     else:
         D2 = _rows(y, xr, None, 1, chunk_size)
+    check_finite(D2, "dependency map", "(batch b, output i, input j)", dims=3)
     D = D2.clamp_min(0).sqrt()                                      # (B, T_out, T_in)
     if reduce == "fro":
         return D2.sum(0).clamp_min(0).sqrt()

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 import torch
 from torch import Tensor
 
-from .calling import check_x
+from .calling import check_finite, check_x
 from .dependency import dependency_map
 from .relations import batch_dependent, dense_allowed, relation_name, uses_batch
 
@@ -64,6 +64,8 @@ def leaks_in_map(dep_map: Tensor, allowed: Any = None, atol: float | None = None
     if not isinstance(dep_map, Tensor) or dep_map.dim() not in (2, 3):
         found = tuple(dep_map.shape) if isinstance(dep_map, Tensor) else type(dep_map).__name__
         raise ValueError(f"expected dep_map of shape (T, S) or (B, T, S) but found {found}")
+    check_finite(dep_map, "dependency map", "(batch b, output i, input j)" if dep_map.dim() == 3
+                 else "(output i, input j)", dims=dep_map.dim())
     T, S = dep_map.shape[-2:]
     batch = dep_map.shape[0] if dep_map.dim() == 3 else 1
     if dep_map.dim() == 2 and callable(allowed) and not isinstance(allowed, Tensor) \
@@ -117,6 +119,10 @@ def find_leaks(
         probes: ``None`` for the exact map; ``k`` for ``k`` random probes per output position
             (same leaks, estimated magnitudes; see :func:`dependency_map`). Default: ``None``.
         model_kwargs: extra keyword arguments for every model call. Default: none.
+
+    Raises:
+        NonFiniteError: (a ``ValueError``) when the model's output or the map holds NaN or inf:
+            no verdict, never an empty list.
 
     Returns:
         list of :class:`Leak` ``(out_pos, in_pos, magnitude, batch)``.

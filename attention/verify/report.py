@@ -42,7 +42,13 @@ class LeakReport:
         atol: threshold used for the leaks.
         allowed_name: readable name of the relation, e.g. ``"sliding_window(4)"``.
         batch_mixing: the model's outputs depend on other batch items (the sweep ran per copy).
-        passed: no leak and no failed sweep prefix.
+        passed: no leak and no failed sweep prefix (never true by default: a NaN or inf anywhere
+            raises :class:`~attention.verify.calling.NonFiniteError` instead of giving a report).
+        precision: dtype of the dependency map (``"float64"``, or the input's dtype for a
+            callable that rejects float64 input).
+        sweep_dtype: dtype the sweep ran in (``x.dtype``).
+        sweep_mode: ``"batched"``, ``"skipped"``, or why the copies ran one by one.
+        input_rms: root mean square of the input ``x`` (its scale).
     """
 
     dep_map: Tensor = field(repr=False)
@@ -55,12 +61,26 @@ class LeakReport:
     allowed_name: str
     batch_mixing: bool
     passed: bool
+    precision: str = "float64"
+    sweep_dtype: str = "float32"
+    sweep_mode: str = "batched"
+    input_rms: float = float("nan")
 
     @property
     def sweep_failures(self) -> list[int]:
         """Prefixes ``L`` whose outputs ``0..L`` moved although the relation forbids it."""
         bad = self.sweep_checked & (self.sweep > self.sweep_atol)
         return bad.nonzero().flatten().tolist()
+
+    @property
+    def reach(self) -> int:
+        """Look-back reach: ``1 + max(i - j)`` over dependencies ``D[i, j] > atol`` with ``j <= i``
+        (``sliding:reach`` is the narrowest window relation the model's look-back satisfies)."""
+        T = self.dep_map.shape[-1]
+        i = torch.arange(T).view(T, 1)
+        j = torch.arange(T).view(1, T)
+        back = (self.dep_map.cpu() > self.atol) & (j <= i)
+        return int(((i - j) + 1)[back].max()) if bool(back.any()) else 0
 
     @property
     def first_leak(self) -> Leak | None:
@@ -84,6 +104,10 @@ class LeakReport:
             "sweep_failures": self.sweep_failures,
             "sweep_atol": self.sweep_atol,
             "batch_mixing": self.batch_mixing,
+            "precision": {"dependency_map": self.precision, "sweep": self.sweep_dtype},
+            "sweep_mode": self.sweep_mode,
+            "input_rms": self.input_rms,
+            "reach": self.reach,
         }
 
 
@@ -111,6 +135,10 @@ def leak_report(
             probes per output position (``B·T·k`` passes: the same leaks, estimated magnitudes).
             Default: ``None``.
         model_kwargs: extra keyword arguments for every model call. Default: none.
+
+    Raises:
+        NonFiniteError: (a ``ValueError``) when the model's outputs, the dependency map or the sweep
+            hold NaN or inf, naming the positions: no verdict is possible.
     """
     check_model(model)
     x = check_x(x)
@@ -125,12 +153,19 @@ def leak_report(
     checked = sweep_checked_prefixes(keep)
     s_atol = default_atol(x.dtype)
     if sweep:
-        sweep_values, mixing = run_sweep(model, x, seed, kwargs)
+        run = run_sweep(model, x, seed, kwargs)
+        sweep_values, mixing, mode = run.values, run.batch_mixing, run.mode
     else:
-        sweep_values, mixing = torch.zeros(T), False
+        sweep_values, mixing, mode = torch.zeros(T), False, "skipped"
     failed = bool((checked & (sweep_values > s_atol)).any())
     return LeakReport(dep_map=dep, allowed_dense=keep_union, leaks=leaks, sweep=sweep_values,
                       sweep_checked=checked, sweep_atol=s_atol,
                       atol=leak_atol(dep_items if per_item else dep, atol),
                       allowed_name=relation_name(allowed), batch_mixing=mixing,
-                      passed=not leaks and not failed)
+                      passed=not leaks and not failed, precision=_dtype_name(dep.dtype),
+                      sweep_dtype=_dtype_name(x.dtype), sweep_mode=mode,
+                      input_rms=float(x.double().square().mean().sqrt()))
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")

@@ -22,6 +22,7 @@ from ..mask_mods import (
     document_mask,
     full_mod,
     materialize_mask,
+    or_masks,
     padding_mod,
     prefix_lm,
     sliding_window,
@@ -34,6 +35,7 @@ __all__ = [
     "WINDOW",
     "document_ids",
     "mask_gallery",
+    "padding_relation",
     "parse_relation",
 ]
 
@@ -75,9 +77,29 @@ RELATIONS: dict[str, Callable[[int], MaskMod]] = {
 """Allowed relations a user can pick, by name: ``T -> mask_mod`` with the zoo's constants."""
 
 
+def _diagonal(b, h, q_idx, kv_idx):
+    return q_idx == kv_idx
+
+
+def padding_relation(lengths) -> MaskMod:
+    """An encoder with key padding: output ``i`` of batch item ``b`` may depend on every real input
+    ``j < lengths[b]`` (both directions) and on input ``i`` itself (its own query reads it even
+    where the mask blocks that key).
+
+    Args:
+        lengths: ``(B,)`` non-negative lengths, one per batch item (real tokens first).
+    """
+    pad = padding_mod(lengths)
+    mod = or_masks(pad, MaskMod(_diagonal, "diagonal"))
+    return MaskMod(mod, f"padding({pad.lengths.tolist()})")
+
+
 def parse_relation(spec: str, T: int) -> MaskMod:
-    """An allowed relation from text: a :data:`RELATIONS` name, ``sliding:W``, ``prefix:P`` or
-    ``document:IDS`` (one id per position, comma-separated, e.g. ``document:0,0,0,1,1,2``).
+    """An allowed relation from text: a :data:`RELATIONS` name (``causal``, ``full``, ...),
+    ``sliding:W`` (output ``i`` may depend on inputs ``i-W+1..i``: one layer's window of ``W``;
+    ``N`` stacked layers reach ``N·(W-1)+1``), ``prefix:P``, ``document:IDS`` (one id per position,
+    comma-separated, e.g. ``document:0,0,0,1,1,2``) or ``padding:LENS`` (one length per batch
+    item, e.g. ``padding:5,3``; see :func:`padding_relation`).
 
     Raises:
         ValueError: naming the spec and what was expected.
@@ -97,10 +119,15 @@ def parse_relation(spec: str, T: int) -> MaskMod:
             if len(ids) != T:
                 raise ValueError(f"document:IDS needs one id per position (T={T}) but found {len(ids)} ids")
             return document_mask(ids)
+        if sep and kind == "padding":
+            lens = [int(v) for v in arg.split(",")]
+            if any(not 0 <= n <= T for n in lens):
+                raise ValueError(f"padding:LENS needs lengths in 0..T={T} but found {lens}")
+            return padding_relation(lens)
     except (ValueError, TypeError) as err:
         raise ValueError(f"bad relation {spec!r}: {err}") from None
-    raise ValueError(f"expected a relation among {sorted(RELATIONS)} or causal, sliding:W, prefix:P, "
-                     f"document:IDS but found {spec!r}")
+    raise ValueError(f"expected a relation among {sorted(RELATIONS)} or sliding:W, prefix:P, "
+                     f"document:IDS, padding:LENS but found {spec!r}")
 
 
 def mask_gallery(T: int = 12) -> dict[str, Tensor]:

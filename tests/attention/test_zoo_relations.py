@@ -38,6 +38,26 @@ def test_parse_relation_reads_document_ids_and_rejects_bad_specs():
     assert set(RELATIONS) >= {"causal", "sliding_window", "prefix_lm", "document"}
 
 
+def test_parse_relation_reads_padding_lengths_per_batch_item():
+    pad = parse_relation("padding:2,4", 4)
+    keep = materialize_mask(pad, 2, 1, 4, 4)[:, 0]                  # (B, T, S)
+    want = torch.zeros(2, 4, 4, dtype=torch.bool)
+    want[0, :, :2] = True                                           # item 0: inputs 0, 1 are real
+    want[1] = True                                                  # item 1: all four are real
+    want[0] |= torch.eye(4, dtype=torch.bool)                       # and every output sees itself
+    assert torch.equal(keep, want)
+    assert repr(pad) == "padding([2, 4])"
+    with pytest.raises(ValueError, match=r"bad relation 'padding:2,9': padding:LENS needs lengths in "
+                                         r"0..T=4 but found \[2, 9\]"):
+        parse_relation("padding:2,9", 4)
+    with pytest.raises(ValueError, match=r"bad relation 'padding:a'"):
+        parse_relation("padding:a", 4)
+
+
+def test_full_relation_allows_everything():
+    assert bool(materialize_mask(parse_relation("full", 5), 1, 1, 5, 5).all())
+
+
 def test_mask_gallery_holds_dense_keep_masks_of_the_mask_zoo():
     gallery = mask_gallery(8)
     assert len(gallery) >= 6
