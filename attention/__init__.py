@@ -4,20 +4,18 @@ Masks everywhere are keep-masks: ``True``/1 = may attend, ``False``/0 = blocked 
 ``torch.nn.MultiheadAttention``'s boolean masks).
 """
 from .functional import scaled_dot_product_attention, single_token_attention
-from .masks import (
+from .mask_mods import (
     and_masks,
     causal_mask_mod,
     causal_mod,
     document_mask,
-    make_causal_mask,
-    make_padding_mask,
     materialize_mask,
     or_masks,
     padding_mod,
     prefix_lm,
-    prepare_mask,
     sliding_window,
 )
+from .masks import make_causal_mask, make_padding_mask, prepare_mask
 from .multihead import MultiHeadAttention
 from .verify import (
     InvarianceResult,

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .masks import check_keep_values, materialize_mask
+from .mask_mods import materialize_mask
+from .masks import check_keep_values
 
 __all__ = ["scaled_dot_product_attention", "single_token_attention", "masked_softmax"]
 
@@ -89,7 +90,7 @@ def scaled_dot_product_attention(
         v: ``(..., S, d_v)`` values.
         mask: keep-mask broadcastable to ``(..., T, S)``; ``True``/1 = may attend, ``False``/0 =
             blocked (the opposite of ``nn.MultiheadAttention``). Float/int masks must hold only
-            0 and 1. A ``mask_mod(b, h, q_idx, kv_idx)`` predicate (see ``attention.masks``) is
+            0 and 1. A ``mask_mod(b, h, q_idx, kv_idx)`` predicate (see ``attention.mask_mods``) is
             evaluated with ``b = h = 0`` on the ``(T, S)`` grid. Default: ``None``.
         dropout_p: dropout probability on the weights, applied only when ``training=True``.
             Default: 0.0.

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from .multihead import MultiHeadAttention
 
 __all__ = [
+    "Block",
     "EmbeddingsToLogits",
     "INDUCTION_WEIGHTS",
     "TinyTransformer",
@@ -95,17 +96,23 @@ class TransformerConfig:
 
 
 class Block(nn.Module):
-    """Pre-norm block: ``x + attn(ln(x))`` then, when ``d_ff > 0``, ``x + mlp(ln(x))``."""
+    """Pre-norm block: ``x + attn(ln_attn(x))`` then, when ``d_ff > 0``, ``x + mlp(ln_mlp(x))``.
 
-    def __init__(self, config: TransformerConfig) -> None:
+    The project's one block (:class:`TinyTransformer` and the zoo's ``BlockStack`` stack it).
+    Args: ``d_model`` (``E``), ``num_heads`` (``H``), ``d_ff`` (MLP ``Linear(E, d_ff) -> GELU ->
+    Linear(d_ff, E)``; 0 = attention only; default 0), ``causal`` (default ``True``).
+    Shape: ``x (B, T, E)`` -> ``(x (B, T, E), weights (B, H, T, T) or None)``.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, d_ff: int = 0, causal: bool = True) -> None:
         super().__init__()
-        E = config.d_model
-        self.causal = config.causal
+        E = d_model
+        self.causal = causal
         self.ln_attn = nn.LayerNorm(E)
-        self.attn = MultiHeadAttention(E, config.num_heads)
-        if config.d_ff:
+        self.attn = MultiHeadAttention(E, num_heads)
+        if d_ff:
             self.ln_mlp = nn.LayerNorm(E)
-            self.mlp = nn.Sequential(nn.Linear(E, config.d_ff), nn.GELU(), nn.Linear(config.d_ff, E))
+            self.mlp = nn.Sequential(nn.Linear(E, d_ff), nn.GELU(), nn.Linear(d_ff, E))
         else:
             self.ln_mlp, self.mlp = None, None
 
@@ -143,7 +150,8 @@ class TinyTransformer(nn.Module):
         self.num_layers, self.num_heads = config.num_layers, config.num_heads
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.pos_emb = nn.Embedding(config.max_len, config.d_model)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.blocks = nn.ModuleList(Block(config.d_model, config.num_heads, d_ff=config.d_ff, causal=config.causal)
+                                    for _ in range(config.num_layers))
         self.ln_f = nn.LayerNorm(config.d_model)
         self.head = nn.Linear(config.d_model, config.vocab_size)
         self._init_weights()

@@ -17,7 +17,8 @@ import torch
 
 from ..masks import make_padding_mask
 from ..multihead import MultiHeadAttention
-from . import check_output_invariance, default_atol, max_future_weight
+from .leak_cli import main as leak_main
+from .lookahead import check_output_invariance, default_atol, max_future_weight
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
            "bfloat16": torch.bfloat16}
@@ -132,8 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Exit status: 0 if every causal case passes and every control fails, 1 otherwise. "
                "Leak detector for your own model: --model pkg.module:factory [--seq-len --dim "
-               "--batch --allowed causal|sliding:W|prefix:P|document:IDS], or --zoo for the bug zoo "
-               "(see --zoo --help for its options).",
+               "--batch --allowed causal|full|sliding:W|prefix:P|document:IDS|padding:LENS|auto "
+               "--input-scale --output --no-sweep --probes], or --zoo for the bug zoo (see --model "
+               "--help). The leak detector exits 0 pass, 1 leak, 2 usage error, 3 no verdict (NaN or "
+               "inf: never a pass).",
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32",
@@ -145,9 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("--model", "--zoo") or a.startswith("--model=") for a in argv):
-        from .leak_cli import main as leak_main                    # the leak detector's CLI
-
-        return leak_main(argv)
+        return leak_main(argv)                                      # the leak detector's CLI
     args = build_parser().parse_args(argv)
     dtype = _DTYPES[args.dtype]
     results = run_grid(dtype, args.seed)

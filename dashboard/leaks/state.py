@@ -2,7 +2,7 @@
 
 ``LeakState`` holds the knobs and the current :class:`~attention.verify.LeakReport`
 (``ld.report``). The expensive part, the exact dependency map and the prefix sweep, runs once per
-(model, ``T``, seed) through :func:`attention.zoo.check_entry` and is cached; changing only the
+(model, ``T``, seed) through :func:`attention.verify.check_entry` and is cached; changing only the
 allowed relation re-checks the cached map with :func:`~attention.verify.leaks_in_map` (no model
 call; ``ld.n_computes`` counts the real computations). Headless: ``dashboard.leaks.LeakDetector``
 is the displayable version.
@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 
 import param
 
-from attention.verify import LeakReport, dense_allowed, leaks_in_map, sweep_checked_prefixes
-from attention.zoo import ZOO, check_entry, parse_relation
+from attention.verify import LeakReport, check_entry, dense_allowed, leaks_in_map, sweep_checked_prefixes
+from attention.zoo import ZOO, parse_relation
 
 from ..common.recompute import Recomputing
 
@@ -93,7 +93,7 @@ class LeakState(Recomputing):
     """Zoo model, allowed relation, ``T`` and seed, and the leak report for them (``ld.report``).
 
     The model (weights from ``seed``) runs on a random ``(BATCH, seq_len, DIM)`` input drawn from
-    ``seed`` (see :func:`attention.zoo.check_entry`). ``n_computes`` counts dependency maps
+    ``seed`` (see :func:`attention.verify.check_entry`). ``n_computes`` counts dependency maps
     actually computed: changing only ``allowed`` never adds one, nor does returning to a
     (model, T, seed) seen before in this session.
     """

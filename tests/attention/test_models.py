@@ -23,6 +23,7 @@ from attention.head_metrics import (
 )
 from attention.models import (
     INDUCTION_WEIGHTS,
+    Block,
     EmbeddingsToLogits,
     TinyTransformer,
     TransformerConfig,
@@ -33,6 +34,7 @@ from attention.models import (
     save_model,
 )
 from attention.verify import dependency_map, find_leaks
+from attention.zoo.layers import BlockStack
 
 
 @pytest.fixture(scope="module")
@@ -348,3 +350,10 @@ def test_loading_leaves_the_global_rng_alone_and_gives_the_same_weights_every_ti
     torch.manual_seed(2)
     b = load_induction_model().state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_zoo_block_stack_is_built_from_the_one_pre_norm_block():
+    stack = BlockStack(16, num_heads=4, n_layers=2)
+    assert all(type(b) is Block for b in stack.blocks)
+    assert all(b.causal and b.mlp is not None for b in stack.blocks)
+    assert stack.blocks[0].mlp[0].out_features == 4 * 16

@@ -157,7 +157,7 @@ def _invariance_bars(page) -> dict:
 
 
 def test_export_draws_outputs_before_L_that_moved_red_when_causal_is_off(offline_page):
-    from dashboard.plots import CHANGED_COLOR, SAME_COLOR, VIOLATION_COLOR
+    from dashboard.common.style import CHANGED_COLOR, SAME_COLOR, VIOLATION_COLOR
     page, _, _ = offline_page
     L = DEFAULTS.prefix.default
     bars = _invariance_bars(page)
@@ -173,7 +173,7 @@ def test_export_draws_outputs_before_L_that_moved_red_when_causal_is_off(offline
 
 def test_export_hover_on_a_head_map_names_the_tokens(context, tmp_path):
     from _harness import figure_frame_point
-    from dashboard.export import export_html
+    from dashboard.playground.export import export_html
     out = tmp_path / "words.html"
     export_html(dict(text="the cat sat on mats", num_heads=2, prefix=1, query=2), str(out))
     page = context.new_page()

@@ -15,14 +15,14 @@ import panel as pn
 import pytest
 import torch
 
-from attention.masks import padding_mod, prefix_lm, sliding_window
-from attention.verify.leaks import sweep_checked_prefixes
-from attention.zoo import ZOO, check_entry, mask_gallery
-from dashboard.leaks import plots as leak_plots
-from harness import models_with_class, rendered
-from dashboard.leaks import LeakDetector, LeakDetectorView
-from dashboard.leaks.state import BUGGY, CORRECT, MAX_SEQ_LEN, MIN_SEQ_LEN, OWN, rechecked
+from attention.mask_mods import padding_mod, prefix_lm, sliding_window
+from attention.verify import check_entry, sweep_checked_prefixes
+from attention.zoo import ZOO, mask_gallery
 from dashboard.common.figures import render
+from dashboard.leaks import LeakDetector, LeakDetectorView
+from dashboard.leaks import plots as leak_plots
+from dashboard.leaks.state import BUGGY, CORRECT, MAX_SEQ_LEN, MIN_SEQ_LEN, OWN, rechecked
+from harness import models_with_class, rendered
 
 T_SMALL = 8          # every bug shows at T = 8 (min_seq_len <= 5) and the maps are instant
 
@@ -252,7 +252,7 @@ def test_outline_is_exactly_the_boundary_of_the_allowed_cells(mod):
     elif mod == "random":
         keep = np.random.default_rng(0).random((T, T)) < 0.5
     else:
-        from attention.masks import materialize_mask
+        from attention.mask_mods import materialize_mask
         keep = materialize_mask(mod, 1, 1, T, T)[0, 0].numpy()
     segments = leak_plots.allowed_outline(keep)
     assert _segment_edges(segments) == _boundary_edges(keep)

@@ -1,4 +1,4 @@
-"""The mask zoo: FlexAttention-style ``mask_mod`` predicates, their dense form, and their use as masks.
+"""attention.mask_mods, the mask zoo: FlexAttention-style ``mask_mod`` predicates, their dense form, and their use as masks.
 
 Oracle: ``torch.nn.attention.flex_attention.create_mask`` (PyTorch's own evaluator, under vmap).
 """
@@ -9,21 +9,19 @@ import torch
 from torch.nn.attention.flex_attention import create_mask
 
 from attention import MultiHeadAttention
-from attention.masks import (
+from attention.mask_mods import (
     and_masks,
     causal_mask_mod,
     causal_mod,
     document_mask,
     full_mod,
-    make_causal_mask,
-    make_padding_mask,
     materialize_mask,
     or_masks,
     padding_mod,
     prefix_lm,
-    prepare_mask,
     sliding_window,
 )
+from attention.masks import make_causal_mask, make_padding_mask, prepare_mask
 
 B, H, T, S = 2, 3, 7, 9
 DOCS = [0, 0, 0, 1, 1, 2, 2, 2, 2]
@@ -227,3 +225,11 @@ def test_functional_attention_accepts_a_mask_mod_like_its_dense_mask():
     out_dense, w_dense = scaled_dot_product_attention(q, k, v, mask=dense)
     torch.testing.assert_close(out_mod, out_dense, rtol=0, atol=0)
     assert not bool((w_mod[..., ~dense] != 0).any())
+
+
+def test_old_import_path_attention_masks_still_gives_the_same_predicates():
+    import attention.mask_mods as mask_mods
+    import attention.masks as masks
+
+    for name in mask_mods.__all__:
+        assert getattr(masks, name) is getattr(mask_mods, name), name

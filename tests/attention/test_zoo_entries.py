@@ -1,4 +1,4 @@
-"""The bug zoo proves the leak detector has teeth: every bug caught, every correct model clean."""
+"""attention.zoo entries: the bug zoo proves the leak detector has teeth: every bug caught, every correct model clean."""
 from __future__ import annotations
 
 import copy
@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from attention.masks import materialize_mask
+from attention.mask_mods import materialize_mask
 from attention.verify import dependency_map, find_leaks, leak_report
 from attention.zoo import ZOO, ZooEntry
 
@@ -108,54 +108,3 @@ def test_batchnorm_bug_is_in_training_mode_and_its_fix_in_eval_mode():
 def test_gpt_block_stack_map_is_exactly_lower_triangular():
     dep = dependency_map(ZOO["gpt_block_stack"].build(E), _x())
     assert torch.equal(dep > 0, torch.ones(T, T, dtype=torch.bool).tril())
-
-
-# ------------------------------------------------------------------------------------------------
-# Pure-data helpers for the CLI and the dashboard view
-# ------------------------------------------------------------------------------------------------
-from attention.masks import causal_mod, prefix_lm, sliding_window  # noqa: E402
-from attention.zoo import RELATIONS, check_entry, mask_gallery, parse_relation  # noqa: E402
-
-
-@pytest.mark.parametrize("spec, reference", [
-    ("causal", causal_mod),
-    ("sliding:4", sliding_window(4)),
-    ("prefix:2", prefix_lm(2)),
-    ("sliding_window", sliding_window(3)),
-])
-def test_parse_relation_builds_the_named_mask_mod(spec, reference):
-    ours = parse_relation(spec, 6)
-    assert torch.equal(materialize_mask(ours, 1, 1, 6, 6), materialize_mask(reference, 1, 1, 6, 6))
-
-
-def test_parse_relation_reads_document_ids_and_rejects_bad_specs():
-    docs = parse_relation("document:0,0,1,1", 4)
-    assert docs(0, 0, 3, 2) and not docs(0, 0, 2, 1)
-    with pytest.raises(ValueError, match=r"needs one id per position \(T=5\) but found 4 ids"):
-        parse_relation("document:0,0,1,1", 5)
-    with pytest.raises(ValueError, match=r"bad relation 'sliding:0': expected window >= 1"):
-        parse_relation("sliding:0", 5)
-    with pytest.raises(ValueError, match=r"expected a relation among .* but found 'diagonal'"):
-        parse_relation("diagonal", 5)
-    assert set(RELATIONS) >= {"causal", "sliding_window", "prefix_lm", "document"}
-
-
-def test_mask_gallery_holds_dense_keep_masks_of_the_mask_zoo():
-    gallery = mask_gallery(8)
-    assert len(gallery) >= 6
-    for name, keep in gallery.items():
-        assert keep.dtype == torch.bool and keep.dim() == 2, name
-    assert torch.equal(gallery["causal"], torch.ones(8, 8, dtype=torch.bool).tril())
-    assert gallery["causal (bottom-right)"].shape == (4, 8)
-    assert gallery["causal (bottom-right)"][-1].all()            # last query sees every key
-
-
-def test_check_entry_returns_a_report_for_the_entrys_or_a_chosen_relation():
-    own = check_entry("sliding_window", seq_len=8, dim=8, batch=1)
-    assert own.passed and own.allowed_name == "sliding_window(3)"
-    narrower = check_entry("sliding_window", seq_len=8, dim=8, batch=1, allowed="sliding:2")
-    assert not narrower.passed and all(l.out_pos - l.in_pos == 2 for l in narrower.leaks)
-    with pytest.raises(ValueError, match=r"expected a zoo entry among .* but found 'nope'"):
-        check_entry("nope")
-    with pytest.raises(ValueError, match=r"expected seq_len >= 5 for packed_without_document_mask"):
-        check_entry("packed_without_document_mask", seq_len=3)

@@ -1,0 +1,171 @@
+"""The leak detector's report: dependency map, leaks and prefix sweep for one model, as plain data.
+
+``leak_report`` runs :func:`~attention.verify.dependency.dependency_map`, the leak search and the
+:func:`~attention.verify.sweep.invariance_sweep`; the CLI and the dashboard show its
+:class:`LeakReport`.
+
+Shape legend: ``B`` batch, ``T`` positions, ``E`` input features.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor
+
+from .calling import check_model, check_x
+from .dependency import dependency_map
+from .leaks import Leak, leak_atol, leaks_in_map
+from .lookahead import default_atol
+from .relations import batch_dependent, dense_allowed, relation_name, sweep_checked_prefixes
+from .sweep import run_sweep
+
+__all__ = ["LeakReport", "leak_report"]
+
+
+@dataclass(frozen=True)
+class LeakReport:
+    """Everything the leak detector found for one model, input and allowed relation (plain data).
+
+    Attributes:
+        dep_map: ``(T, T)`` float64 dependency map ``‖∂y_i/∂x_j‖`` (:func:`dependency_map`,
+            ``reduce="fro"``).
+        allowed_dense: ``(T, T)`` bool keep-mask of the allowed relation (``True`` = may depend);
+            for a batch-dependent relation, the union over the batch.
+        leaks: forbidden dependencies, largest first (:func:`find_leaks`).
+        sweep: ``(T,)`` max |Δy| at positions ``0..L`` per prefix ``L`` (:func:`invariance_sweep`).
+        sweep_checked: ``(T,)`` bool, ``True`` where the allowed relation forbids every output
+            ``0..L`` to see an input after ``L`` (so ``sweep[L]`` must stay within ``sweep_atol``).
+            All ``True`` for causal relations; ``False`` for ``L`` inside a prefix-LM prefix.
+        sweep_atol: tolerance of the sweep (``default_atol`` of ``x.dtype``).
+        atol: threshold used for the leaks.
+        allowed_name: readable name of the relation, e.g. ``"sliding_window(4)"``.
+        batch_mixing: the model's outputs depend on other batch items (the sweep ran per copy).
+        passed: no leak and no failed sweep prefix (never true by default: a NaN or inf anywhere
+            raises :class:`~attention.verify.calling.NonFiniteError` instead of giving a report).
+        precision: dtype of the dependency map (``"float64"``, or the input's dtype for a
+            callable that rejects float64 input).
+        sweep_dtype: dtype the sweep ran in (``x.dtype``).
+        sweep_mode: ``"batched"``, ``"skipped"``, or why the copies ran one by one.
+        input_rms: root mean square of the input ``x`` (its scale).
+    """
+
+    dep_map: Tensor = field(repr=False)
+    allowed_dense: Tensor = field(repr=False)
+    leaks: list[Leak]
+    sweep: Tensor = field(repr=False)
+    sweep_checked: Tensor = field(repr=False)
+    sweep_atol: float
+    atol: float
+    allowed_name: str
+    batch_mixing: bool
+    passed: bool
+    precision: str = "float64"
+    sweep_dtype: str = "float32"
+    sweep_mode: str = "batched"
+    input_rms: float = float("nan")
+
+    @property
+    def sweep_failures(self) -> list[int]:
+        """Prefixes ``L`` whose outputs ``0..L`` moved although the relation forbids it."""
+        bad = self.sweep_checked & (self.sweep > self.sweep_atol)
+        return bad.nonzero().flatten().tolist()
+
+    @property
+    def reach(self) -> int:
+        """Look-back reach: ``1 + max(i - j)`` over dependencies ``D[i, j] > atol`` with ``j <= i``
+        (``sliding:reach`` is the narrowest window relation the model's look-back satisfies)."""
+        T = self.dep_map.shape[-1]
+        i = torch.arange(T).view(T, 1)
+        j = torch.arange(T).view(1, T)
+        back = (self.dep_map.cpu() > self.atol) & (j <= i)
+        return int(((i - j) + 1)[back].max()) if bool(back.any()) else 0
+
+    @property
+    def first_leak(self) -> Leak | None:
+        """The largest leak, or ``None``."""
+        return self.leaks[0] if self.leaks else None
+
+    def to_dict(self, max_leaks: int | None = None) -> dict[str, Any]:
+        """JSON-ready dict (lists and floats only)."""
+        leaks = self.leaks if max_leaks is None else self.leaks[:max_leaks]
+        return {
+            "passed": self.passed,
+            "allowed": self.allowed_name,
+            "n_leaks": len(self.leaks),
+            "leaks": [l._asdict() for l in leaks],
+            "max_dependency": float(self.dep_map.max()) if self.dep_map.numel() else 0.0,
+            "max_forbidden_dependency": float(self.dep_map[~self.allowed_dense].max())
+            if bool((~self.allowed_dense).any()) else 0.0,
+            "atol": self.atol,
+            "sweep": [float(v) for v in self.sweep],
+            "sweep_checked": [bool(v) for v in self.sweep_checked],
+            "sweep_failures": self.sweep_failures,
+            "sweep_atol": self.sweep_atol,
+            "batch_mixing": self.batch_mixing,
+            "precision": {"dependency_map": self.precision, "sweep": self.sweep_dtype},
+            "sweep_mode": self.sweep_mode,
+            "input_rms": self.input_rms,
+            "reach": self.reach,
+        }
+
+
+def leak_report(
+    model: Callable[..., Any],
+    x: Tensor,
+    allowed: Any = None,
+    atol: float | None = None,
+    *,
+    seed: int = 0,
+    sweep: bool = True,
+    probes: int | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> LeakReport:
+    """Run the dependency map, the leak search and the prefix sweep; return a :class:`LeakReport`.
+
+    Args:
+        model: ``nn.Module`` or callable ``x (B, T, E) -> y (B, T, ...)``.
+        x: ``(B, T, E)`` input.
+        allowed: ``mask_mod``, dense ``(T, T)`` keep-mask or ``None`` (causal). Default: ``None``.
+        atol: leak threshold. Default: ``1e-9 ×`` the largest dependency.
+        seed: seed of the sweep's perturbations. Default: 0.
+        sweep: run the invariance sweep (skip it to save ``T`` forward passes). Default: ``True``.
+        probes: ``None`` for the exact map (``B·T·F`` backward passes); ``k`` for ``k`` random
+            probes per output position (``B·T·k`` passes: the same leaks, estimated magnitudes).
+            Default: ``None``.
+        model_kwargs: extra keyword arguments for every model call. Default: none.
+
+    Raises:
+        NonFiniteError: (a ``ValueError``) when the model's outputs, the dependency map or the sweep
+            hold NaN or inf, naming the positions: no verdict is possible.
+    """
+    check_model(model)
+    x = check_x(x)
+    kwargs = dict(model_kwargs or {})
+    B, T = x.shape[:2]
+    per_item = batch_dependent(allowed, B, T)
+    dep_items = dependency_map(model, x, reduce="none", probes=probes, model_kwargs=kwargs)  # (B, T, T)
+    dep = dep_items.square().sum(0).sqrt()                          # (T, T), reduce="fro"
+    leaks = leaks_in_map(dep_items if per_item else dep, allowed, atol)
+    keep = dense_allowed(allowed, T, T, B)
+    keep_union = keep if keep.dim() == 2 else keep.any(0)
+    checked = sweep_checked_prefixes(keep)
+    s_atol = default_atol(x.dtype)
+    if sweep:
+        run = run_sweep(model, x, seed, kwargs)
+        sweep_values, mixing, mode = run.values, run.batch_mixing, run.mode
+    else:
+        sweep_values, mixing, mode = torch.zeros(T), False, "skipped"
+    failed = bool((checked & (sweep_values > s_atol)).any())
+    return LeakReport(dep_map=dep, allowed_dense=keep_union, leaks=leaks, sweep=sweep_values,
+                      sweep_checked=checked, sweep_atol=s_atol,
+                      atol=leak_atol(dep_items if per_item else dep, atol),
+                      allowed_name=relation_name(allowed), batch_mixing=mixing,
+                      passed=not leaks and not failed, precision=_dtype_name(dep.dtype),
+                      sweep_dtype=_dtype_name(x.dtype), sweep_mode=mode,
+                      input_rms=float(x.double().square().mean().sqrt()))
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
