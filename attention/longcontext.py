@@ -224,19 +224,55 @@ class _TileMask:
         """Keys ``0:s`` that rows below ``i1`` may attend to (all others are blocked)."""
         return min(S, i1) if self.kind == "causal" else S
 
-    def __call__(self, i0: int, i1: int, s: int, device: torch.device) -> Tensor | None:
-        """bool ``(B|1, H|1, i1 - i0, s)`` keep-mask, or ``None`` for no mask."""
+    def softmax_(self, scores: Tensor, i0: int, i1: int) -> Tensor:
+        """Masked softmax of the scores of rows ``i0:i1`` over keys ``0:s``, in place.
+
+        ``scores (B, H, t, s)``; rows with no kept key become 0. A causal tile only needs its
+        diagonal block ``[:, :, :, i0:s]`` filled: keys before ``i0`` are kept by every row.
+        """
         if self.kind == "none":
-            return None
-        if self.kind == "tensor":
-            return self.keep[..., i0:i1, :s].to(device)
+            return torch.softmax(scores, -1, out=scores)
+        device, s = scores.device, scores.shape[-1]
         q_idx = torch.arange(i0, i1, device=device).view(1, 1, -1, 1)
-        kv_idx = torch.arange(s, device=device).view(1, 1, 1, -1)
         if self.kind == "causal":
-            return kv_idx <= q_idx                                          # (1, 1, t, s)
-        b = torch.arange(self.B, device=device).view(-1, 1, 1, 1)
-        h = torch.arange(self.H, device=device).view(1, -1, 1, 1)
-        return torch.as_tensor(self.mod(b, h, q_idx, kv_idx), device=device).bool()
+            if i0 < s:
+                kv_idx = torch.arange(i0, s, device=device).view(1, 1, 1, -1)
+                scores[..., i0:s].masked_fill_(kv_idx > q_idx, float("-inf"))  # (B, H, t, s - i0)
+            return torch.softmax(scores, -1, out=scores)        # key 0 is kept by every row
+        if self.kind == "tensor":
+            keep = self.keep[..., i0:i1, :s].to(device)
+        else:
+            b = torch.arange(self.B, device=device).view(-1, 1, 1, 1)
+            h = torch.arange(self.H, device=device).view(1, -1, 1, 1)
+            kv_idx = torch.arange(s, device=device).view(1, 1, 1, -1)
+            keep = torch.as_tensor(self.mod(b, h, q_idx, kv_idx), device=device).bool()
+        return masked_softmax(scores, keep, inplace=True)      # (B, H, t, s)
+
+
+def _pool_cols(w: Tensor, f: int, C: int, reduce: str) -> Tensor:
+    """``(B, H, t, c)`` -> ``(B, H, t, C)``: reduce every ``f`` columns; columns past ``c`` are 0."""
+    B, H, t, c = w.shape
+    if f == 1 and c == C:
+        return w
+    out = w.new_zeros(B, H, t, C)
+    full = c // f                                               # whole pixel columns in w
+    op = torch.amax if reduce == "max" else torch.sum
+    if full:
+        out[..., :full] = op(w[..., :full * f].unflatten(-1, (full, f)), dim=-1)   # (B, H, t, full, f) -> (B, H, t, full)
+    if c % f:
+        out[..., full] = op(w[..., full * f:], dim=-1)          # a partial last column
+    return out
+
+
+def _pool_rows(w: Tensor, f: int, reduce: str) -> Tensor:
+    """``(B, H, t, C)`` -> ``(B, H, ceil(t / f), C)``: reduce every ``f`` rows (zeros past ``t``)."""
+    if f == 1:
+        return w
+    pad = -w.shape[-2] % f
+    if pad:
+        w = F.pad(w, (0, 0, 0, pad))                            # (B, H, t + pad, C)
+    blocks = w.unflatten(-2, (-1, f))                           # (B, H, t'/f, f, C)
+    return blocks.amax(-2) if reduce == "max" else blocks.sum(-2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,16 +306,12 @@ def _window(q, k, mask, q_range, k_range, f, scale, tile, reduce, device) -> Poo
             if s <= k0:
                 continue                                        # the window's keys are all blocked
             scores = q4[:, :, r0 - q0:r1 - q0] @ k4[:, :, :s].transpose(-2, -1)  # (B,H,t,D) @ (B,H,D,s) -> (B,H,t,s)
-            w = masked_softmax(scores, tile_mask(r0, r1, s, device), inplace=True)  # (B, H, t, s), full rows
-            w = w[..., k0:min(k1, s)]                           # (B, H, t, c): the window's keys
-            t, c = w.shape[-2:]
-            pad_r, pad_c = -t % f, C * f - c                    # zeros: past q1/k1, or blocked keys
-            if pad_r or pad_c:
-                w = F.pad(w, (0, pad_c, 0, pad_r))              # (B, H, t', C*f)
-            blocks = w.reshape(B, H, (t + pad_r) // f, f, C, f)  # pixel rows x f x pixel cols x f
-            pix = blocks.amax(dim=(3, 5)) if reduce == "max" else blocks.sum(dim=(3, 5))
+            w = tile_mask.softmax_(scores, r0, r1)              # (B, H, t, s): normalised over full rows
+            # Columns first (a view of the contiguous key dim), then rows of the f-times smaller tile.
+            w = _pool_cols(w[..., k0:min(k1, s)], f, C, reduce)  # (B, H, t, C); keys past s are blocked: 0
+            pix = _pool_rows(w, f, reduce)                      # (B, H, ceil(t / f), C)
             p0 = (r0 - q0) // f
-            out[:, :, p0:p0 + pix.shape[2]] = pix.float()       # (B, H, t'/f, C)
+            out[:, :, p0:p0 + pix.shape[2]] = pix               # rows start on a pixel edge: rows % f == 0
     maps = PooledMaps(out, f, (q0, q1), (k0, k1), reduce)
     if reduce == "mean" and f > 1:                              # divide by the positions per pixel
         qb, kb = maps.q_bounds, maps.k_bounds
