@@ -4,6 +4,7 @@ Masks everywhere are keep-masks: ``True``/1 = may attend, ``False``/0 = blocked 
 ``torch.nn.MultiheadAttention``'s boolean masks).
 """
 from .functional import scaled_dot_product_attention, single_token_attention
+from .longcontext import PooledMaps, attention_row, attention_window, exact_weight, pooled_attention_maps, resolve_device
 from .mask_mods import (
     and_masks,
     causal_mask_mod,
@@ -34,6 +35,12 @@ __all__ = [
     "InvarianceResult",
     "Leak",
     "LeakReport",
+    "PooledMaps",
+    "attention_row",
+    "attention_window",
+    "exact_weight",
+    "pooled_attention_maps",
+    "resolve_device",
     "and_masks",
     "causal_mask_mod",
     "causal_mod",
