@@ -5,11 +5,8 @@ against PyTorch's SDPA), pooled in numpy the way ``dashboard/plots.py`` pools it
 """
 from __future__ import annotations
 
+import importlib.util
 import math
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -309,44 +306,21 @@ def test_wrong_types_raise_type_error(call):
 # ---------------------------------------------------------------------------------------------
 # memory: T = 4096, H = 16, D = 16 never holds the 1 GiB (H, T, T) map
 
-_PIPELINE = textwrap.dedent("""
-    import sys, torch
-    from attention import attention_row, pooled_attention_maps
-    torch.set_num_threads(1)
-    H, T, D, tile = int(sys.argv[1]), 4096, 16, sys.argv[2]
-    tile = None if tile == "auto" else int(tile)
-
-    def status(key):                       # kB from /proc/self/status
-        return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key))
-
-    g = torch.Generator().manual_seed(0)
-    q, k = torch.randn(H, T, D, generator=g), torch.randn(H, T, D, generator=g)
-    pooled_attention_maps(q[:, :64], k[:, :64], mask="causal")   # warm-up: lazy one-off allocations
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")                       # reset VmHWM (the peak RSS) to the current RSS
-    base = status("VmRSS:")
-    maps = pooled_attention_maps(q, k, mask="causal", pixels=512, tile=tile)
-    row = attention_row(q, k, T - 1, mask="causal")
-    print(base * 1024, status("VmHWM:") * 1024, maps.maps.shape[-1], row.shape[-1])
-""")
-
-
-def pipeline_rss(H: int, tile: int | str = "auto") -> tuple[int, int]:
-    """Run the pooled maps + one row at T=4096 in a fresh process: ``(RSS before, peak RSS)`` in bytes."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", _PIPELINE, str(H), str(tile)], env=env,
-                          capture_output=True, text=True, timeout=300, check=True)
-    base, peak, C, S = map(int, done.stdout.split())
-    assert (C, S) == (512, 4096)
-    return base, peak
+def _bench():
+    """benchmarks/bench_longcontext.py, which owns the peak-RSS measurement (``peak_rss``)."""
+    spec = importlib.util.spec_from_file_location("bench_longcontext", ROOT / "benchmarks" / "bench_longcontext.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc peak-RSS reset")
 def test_peak_memory_at_T4096_is_bounded_by_the_tile_not_the_map():
     full = 16 * 4096 * 4096 * 4                                 # the (H, T, T) float32 map: 1 GiB
-    base, peak = pipeline_rss(16)
+    peak_rss = _bench().peak_rss                                # pooled maps + one row, fresh process
+    base, peak = peak_rss(16, 4096)
     assert peak - base <= 3 * TILE_BYTES + 32 * 2**20, f"peak RSS grew {(peak - base) / 2**20:.0f} MiB"
     assert peak - base < full / 8
-    base_small, peak_small = pipeline_rss(16, tile=16)          # 16 rows: a 4 MiB tile
+    base_small, peak_small = peak_rss(16, 4096, tile=16)       # 16 rows: a 4 MiB tile
     assert peak_small - base_small < peak - base
