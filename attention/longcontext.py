@@ -56,6 +56,9 @@ class PooledMaps:
         q_range: ``(q0, q1)``, the query rows covered (``q1`` exclusive).
         k_range: ``(k0, k1)``, the key columns covered.
         reduce: ``"max"`` or ``"mean"``.
+        max_future_weight: the largest exact weight that a query of ``q_range`` puts on a later key
+            (``j > i``, any of the ``S`` keys, not only ``k_range``): for the whole map, equal to
+            ``attention.max_future_weight(full_weights)``. 0 under a causal mask.
     """
 
     maps: Tensor
@@ -63,6 +66,7 @@ class PooledMaps:
     q_range: tuple[int, int]
     k_range: tuple[int, int]
     reduce: str
+    max_future_weight: float
 
     @property
     def exact(self) -> bool:
@@ -249,6 +253,19 @@ class _TileMask:
         return masked_softmax(scores, keep, inplace=True)      # (B, H, t, s)
 
 
+def _max_future(w: Tensor, i0: int) -> Tensor:
+    """Largest weight on a key after its query in the tile ``w (B, H, t, s)`` of rows ``i0:i0+t``."""
+    t, s = w.shape[-2:]
+    i1 = i0 + t
+    best = w[..., i1:].amax() if s > i1 else w.new_zeros(())   # keys after the tile's last row
+    if i0 + 1 < min(i1, s):                                     # the diagonal block
+        q_idx = torch.arange(i0, i1, device=w.device).view(-1, 1)
+        kv_idx = torch.arange(i0, min(i1, s), device=w.device).view(1, -1)
+        block = w[..., i0:min(i1, s)]                           # (B, H, t, min(i1, s) - i0)
+        best = torch.maximum(best, torch.where(kv_idx > q_idx, block, 0).amax())
+    return best
+
+
 def _pool_cols(w: Tensor, f: int, C: int, reduce: str) -> Tensor:
     """``(B, H, t, c)`` -> ``(B, H, t, C)``: reduce every ``f`` columns; columns past ``c`` are 0."""
     B, H, t, c = w.shape
@@ -299,6 +316,7 @@ def _window(q, k, mask, q_range, k_range, f, scale, tile, reduce, device) -> Poo
         tile = _check_int("tile", tile, 1)
     rows = max(f, tile // f * f)                                # whole pixel rows per tile
     out = torch.zeros(B, H, R, C, dtype=torch.float32, device=device)
+    future = torch.zeros((), dtype=torch.float32, device=device)
     with torch.no_grad():
         for r0 in range(q0, q1, rows):
             r1 = min(r0 + rows, q1)
@@ -307,18 +325,18 @@ def _window(q, k, mask, q_range, k_range, f, scale, tile, reduce, device) -> Poo
                 continue                                        # the window's keys are all blocked
             scores = q4[:, :, r0 - q0:r1 - q0] @ k4[:, :, :s].transpose(-2, -1)  # (B,H,t,D) @ (B,H,D,s) -> (B,H,t,s)
             w = tile_mask.softmax_(scores, r0, r1)              # (B, H, t, s): normalised over full rows
+            future = torch.maximum(future, _max_future(w, r0).float())
             # Columns first (a view of the contiguous key dim), then rows of the f-times smaller tile.
             w = _pool_cols(w[..., k0:min(k1, s)], f, C, reduce)  # (B, H, t, C); keys past s are blocked: 0
             pix = _pool_rows(w, f, reduce)                      # (B, H, ceil(t / f), C)
             p0 = (r0 - q0) // f
             out[:, :, p0:p0 + pix.shape[2]] = pix               # rows start on a pixel edge: rows % f == 0
-    maps = PooledMaps(out, f, (q0, q1), (k0, k1), reduce)
     if reduce == "mean" and f > 1:                              # divide by the positions per pixel
-        qb, kb = maps.q_bounds, maps.k_bounds
+        qb, kb = _edges((q0, q1), f), _edges((k0, k1), f)
         count = (qb[:, 1] - qb[:, 0])[:, None] * (kb[:, 1] - kb[:, 0])[None, :]   # (R, C)
         out /= count.to(device)
     out = out.cpu() if batched else out[0].cpu()
-    return PooledMaps(out, f, (q0, q1), (k0, k1), reduce)
+    return PooledMaps(out, f, (q0, q1), (k0, k1), reduce, float(future))
 
 
 def _factor(pixels: object, *sizes: int) -> int:

@@ -19,6 +19,7 @@ from attention import (
     attention_window,
     exact_weight,
     make_causal_mask,
+    max_future_weight,
     pooled_attention_maps,
     resolve_device,
     scaled_dot_product_attention,
@@ -135,6 +136,27 @@ def test_scale_argument_is_used(gen):
     q, k = _qk(gen, (2,), 10, 10)
     torch.testing.assert_close(pooled_attention_maps(q, k, scale=0.3, pixels=10).maps,
                                _full(q, k, scale=0.3))
+
+
+@pytest.mark.parametrize("T,S", [(1, 1), (30, 30), (12, 30), (30, 12)])
+@pytest.mark.parametrize("mask_name", ["none", "causal", "padding", "window"])
+@pytest.mark.parametrize("tile", [1, 7, None])
+def test_max_future_weight_equals_the_full_maps(gen, T, S, mask_name, tile):
+    q, k = _qk(gen, (2, 3), T, S)
+    mask = _masks(T, S, gen)[mask_name]
+    full = _full(q, k, mask)
+    pm = pooled_attention_maps(q, k, mask=mask, pixels=4, tile=tile)
+    assert pm.max_future_weight == pytest.approx(max_future_weight(full), abs=1e-6)
+    if mask_name in ("causal", "window"):
+        assert pm.max_future_weight == 0.0
+
+
+def test_window_max_future_weight_covers_its_rows_and_every_key(gen):
+    q, k = _qk(gen, (2,), 30, 30)
+    full = _full(q, k)
+    future = full * ~make_causal_mask(30, dtype=torch.bool)     # only cells j > i
+    win = attention_window(q, k, q_range=(10, 20), k_range=(0, 5), pixels=30)
+    assert win.max_future_weight == pytest.approx(float(future[:, 10:20].max()), abs=1e-6)
 
 
 def test_bounds_say_which_positions_each_pixel_covers(gen):
