@@ -1,4 +1,4 @@
-"""Attention maps for long contexts: weights computed in query tiles, reduced on the device, shipped as pixels.
+"""Long-context attention maps: weights computed in query tiles, pooled on the device, shipped as pixels.
 
 At ``T = S = 4096`` with 16 heads the full weights ``(H, T, S)`` are 1 GiB of float32, and on a
 GPU copying them to the host costs far more than computing them. The functions here never hold
@@ -275,7 +275,8 @@ def _pool_cols(w: Tensor, f: int, C: int, reduce: str) -> Tensor:
     full = c // f                                               # whole pixel columns in w
     op = torch.amax if reduce == "max" else torch.sum
     if full:
-        out[..., :full] = op(w[..., :full * f].unflatten(-1, (full, f)), dim=-1)   # (B, H, t, full, f) -> (B, H, t, full)
+        blocks = w[..., :full * f].unflatten(-1, (full, f))     # (B, H, t, full, f), a view
+        out[..., :full] = op(blocks, dim=-1)                    # (B, H, t, full)
     if c % f:
         out[..., full] = op(w[..., full * f:], dim=-1)          # a partial last column
     return out
@@ -323,7 +324,8 @@ def _window(q, k, mask, q_range, k_range, f, scale, tile, reduce, device) -> Poo
             s = tile_mask.keys_needed(r1, S)                    # causal: keys past the tile are 0
             if s <= k0:
                 continue                                        # the window's keys are all blocked
-            scores = q4[:, :, r0 - q0:r1 - q0] @ k4[:, :, :s].transpose(-2, -1)  # (B,H,t,D) @ (B,H,D,s) -> (B,H,t,s)
+            qt = q4[:, :, r0 - q0:r1 - q0]                      # (B, H, t, D)
+            scores = qt @ k4[:, :, :s].transpose(-2, -1)        # (B,H,t,D) @ (B,H,D,s) -> (B,H,t,s)
             w = tile_mask.softmax_(scores, r0, r1)              # (B, H, t, s): normalised over full rows
             future = torch.maximum(future, _max_future(w, r0).float())
             # Columns first (a view of the contiguous key dim), then rows of the f-times smaller tile.

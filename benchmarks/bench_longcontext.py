@@ -116,7 +116,10 @@ def rss_child(H: int, T: int, path: str, tile: int | None, causal: bool) -> None
 
 def peak_rss(H: int, T: int, path: str = "pooled", tile: int | None = None,
              causal: bool = True) -> tuple[int, int]:
-    """``(RSS before, peak RSS)`` in bytes of ``path`` ("pooled" maps + one row, or "full"), one torch thread."""
+    """``(RSS before, peak RSS)`` in bytes of one run of ``path`` in a fresh process, one torch thread.
+
+    ``path``: ``"pooled"`` (pooled maps + one row) or ``"full"`` (full map + numpy pooling).
+    """
     cmd = [sys.executable, __file__, "--rss-child", path, "--heads", str(H), "--seq-lens", str(T),
            "--tile", str(tile or 0)] + ([] if causal else ["--no-mask"])
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
