@@ -17,8 +17,9 @@ Causal self-attention, D=16, random q/k (the playground's projections are random
             diagonal), exact since 256 <= pixels
   row, cell ``attention_row`` (one query, every head) and ``exact_weight`` (hover)
 
-Figures are medians of ``--repeat`` calls after one warm-up; the load average is printed with
-them (this machine is shared). ``--memory`` also runs "pooled maps + one row" (and the full path)
+Figures are medians of ``--repeat`` calls after one warm-up, wall-clock with this process's CPU
+time in brackets (on a shared machine the CPU time is the better guess of an idle machine's wall
+time); the load average is printed with them. ``--memory`` also runs "pooled maps + one row" (and the full path)
 at the largest T in a fresh process per case and prints the peak RSS growth (Linux: VmHWM after
 resetting it through /proc/self/clear_refs).
 
@@ -74,18 +75,27 @@ def full_path(q, k, causal: bool, pixels: int) -> list[np.ndarray]:
     return [np_pooled(w[h], f) for h in range(w.shape[0])]
 
 
-def timed(fn, repeat: int, device: torch.device) -> float:
+def timed(fn, repeat: int, device: torch.device) -> tuple[float, float]:
+    """Median wall-clock and median CPU seconds (this process) of ``repeat`` calls after a warm-up.
+
+    On a shared machine the CPU time is the better guess of the wall time on an idle one.
+    """
     fn()                                                         # warm-up
-    times = []
+    walls, cpus = [], []
     for _ in range(repeat):
         if device.type == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def _ms(t: tuple[float, float]) -> str:
+    return f"{t[0] * 1e3:.0f} ({t[1] * 1e3:.0f})"             # wall (cpu) in ms
 
 
 def inputs(H: int, T: int, device: torch.device):
@@ -152,19 +162,18 @@ def main() -> None:
     device = resolve_device(args.device)
     print(f"device={device} threads={torch.get_num_threads()} mask={mask} D={D} pixels={args.pixels} "
           f"repeat={args.repeat} torch={torch.__version__}")
-    print(f"{'T':>5} {'H':>3} {'f':>2} {'full ms':>9} {'pooled ms':>9} {'ratio':>6} {'full MB':>8} "
-          f"{'pooled KB':>9} {'zoom ms':>8} {'row ms':>7} {'cell ms':>7}  load avg")
+    print(f"{'T':>5} {'H':>3} {'f':>2} {'full ms':>13} {'pooled ms':>11} {'ratio':>5} {'full MB':>7} "
+          f"{'pooled KB':>9} {'zoom ms':>9} {'row ms':>6} {'cell ms':>7}  load avg")
+    print(f"{'':>10} {'wall (cpu)':>13} {'wall (cpu)':>11} {'':>5} {'':>7} {'':>9} {'wall (cpu)':>9}")
     for T in args.seq_lens:
         for H in args.heads:
             q, k = inputs(H, T, device)
             f = math.ceil(T / args.pixels)
             pm = pooled_attention_maps(q, k, mask=mask, pixels=args.pixels)
             full_bytes = H * T * T * 4
+            t_full = None
             if full_bytes <= args.full_max_gb * 2**30:
                 t_full = timed(lambda: full_path(q, k, causal, args.pixels), args.repeat, device)
-                full_ms, ratio = f"{t_full * 1e3:9.0f}", None
-            else:
-                t_full, full_ms = None, f"{'skipped':>9}"
             t_pool = timed(lambda: pooled_attention_maps(q, k, mask=mask, pixels=args.pixels),
                            args.repeat, device)
             z, k0 = min(T, ZOOM), max(0, T // 2 - ZOOM)         # a window just below the diagonal
@@ -173,11 +182,12 @@ def main() -> None:
                            args.repeat, device)
             t_row = timed(lambda: attention_row(q, k, T - 1, mask=mask), args.repeat, device)
             t_cell = timed(lambda: exact_weight(q, k, T - 1, T // 3, mask=mask), args.repeat, device)
-            ratio = f"{t_full / t_pool:6.1f}" if t_full else f"{'-':>6}"
+            full_ms = _ms(t_full) if t_full else "skipped"
+            ratio = f"{t_full[0] / t_pool[0]:5.1f}" if t_full else f"{'-':>5}"
             load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-            print(f"{T:>5} {H:>3} {f:>2} {full_ms} {t_pool * 1e3:9.0f} {ratio} {full_bytes / 2**20:8.0f} "
-                  f"{pm.maps.numel() * 4 / 2**10:9.0f} {t_zoom * 1e3:8.1f} {t_row * 1e3:7.1f} "
-                  f"{t_cell * 1e3:7.1f}  {load}", flush=True)
+            print(f"{T:>5} {H:>3} {f:>2} {full_ms:>13} {_ms(t_pool):>11} {ratio} {full_bytes / 2**20:7.0f} "
+                  f"{pm.maps.numel() * 4 / 2**10:9.0f} {_ms(t_zoom):>9} {t_row[0] * 1e3:6.1f} "
+                  f"{t_cell[0] * 1e3:7.1f}  {load}", flush=True)
             del q, k, pm
 
     if args.memory:
