@@ -9,7 +9,10 @@
 - :mod:`~attention.verify.sweep`: ``invariance_sweep``, every prefix in one batched call.
 - :mod:`~attention.verify.report`: ``leak_report`` and its ``LeakReport``.
 - :mod:`~attention.verify.zoo_check`: ``check_entry``, a report for one bug-zoo model.
-- :mod:`~attention.verify.calling`: how every check calls a model.
+- :mod:`~attention.verify.calling`: how every check calls a model (output unwrapping, float64,
+  ``NonFiniteError`` for NaN/inf: no verdict).
+- CLI: :mod:`~attention.verify.leak_cli` (``--model``), :mod:`~attention.verify.zoo_cli`
+  (``--zoo``), :mod:`~attention.verify.cli_setup` (factory, ``--dim``, input, ``--allowed``).
 
 ``python -m attention.verify`` runs them over a grid (``--model`` / ``--zoo`` for the leak
 detector). This module only re-exports.

@@ -45,7 +45,7 @@ def run_zoo(args) -> int:
             "name": name, "buggy": entry.buggy, "description": entry.description,
             "allowed": r.allowed_name, "passed": r.passed, "ok": ok, "n_leaks": len(r.leaks),
             "first_leak": None if first is None else first._asdict(),
-            "sweep_failures": len(r.sweep_failures),
+            "sweep_failures": len(r.sweep_failures), "precision": r.precision,
         })
     bugs = [r for r in rows if r["buggy"]]
     good = [r for r in rows if not r["buggy"]]
@@ -58,7 +58,9 @@ def run_zoo(args) -> int:
         print(json.dumps({"passed": all_ok, "summary": summary, "shape": [args.batch, T, dim],
                           "entries": rows}, indent=2))
     else:
-        print(f"attention.verify bug zoo: input (B, T, E) = ({args.batch}, {T}, {dim})\n")
+        precisions = sorted({r["precision"] for r in rows})
+        print(f"attention.verify bug zoo: input (B, T, E) = ({args.batch}, {T}, {dim}); dependency maps "
+              f"in {', '.join(precisions)}\n")
         head = (f"{'model':<32} {'kind':<7} {'allowed':<26} {'leaks':>5} {'first leak':>10} "
                 f"{'sweep':>6}  verdict")
         print(head)

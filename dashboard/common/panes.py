@@ -66,3 +66,54 @@ def clamp_index(value: float | None, n: int) -> int | None:
     if value is None:
         return None
     return int(min(max(round(value), 0), n - 1))
+
+
+def checked_widget(state, name: str, kind, notify, *, event: str = "value", **options):
+    """A widget for a bounded number parameter that takes anything typed and answers on the page.
+
+    ``Widget.from_param`` bounds the widget in the browser, where a typed 5000 for a bound of 1024
+    (or 0, or -3) is dropped silently. This widget has no bound of its own: the server clamps the
+    value into the parameter's bounds, the widget then shows the value actually used, and
+    ``notify(sentence)`` says why ("" once a value is accepted as typed).
+
+    Args:
+        state: the tab's state; ``name``: the parameter (``param.Integer`` or ``param.Number``).
+        kind: the widget class (``IntInput``, ``EditableIntSlider``, ...).
+        notify: called with the sentence to show (or "").
+        event: the widget's parameter that commits a value (``"value_throttled"`` for sliders).
+        options: more widget options (css_classes, width, ...).
+    """
+    p = state.param[name]
+    lo, hi = p.bounds
+    widget = kind(label=p.label, value=getattr(state, name), disabled=bool(p.constant), **options)
+    if "description" in widget.param and p.doc:
+        widget.description = " ".join(p.doc.split())        # the tooltip, as from_param gives it
+    if hasattr(widget.param, "fixed_start"):
+        widget.param.update(start=lo, end=hi)
+
+    def from_widget(ev) -> None:
+        value, current = ev.new, getattr(state, name)
+        if value is None:
+            notify(f"{p.label}: empty, so {current} is kept.")
+            widget.value = current
+            return
+        used = min(max(value, lo), hi)
+        if used != value:
+            notify(f"{p.label} = {value} is outside {lo}..{hi}: {used} is used.")
+            widget.param.update(value=used, **({"start": lo, "end": hi}
+                                               if hasattr(widget.param, "fixed_start") else {}))
+        else:
+            notify("")
+        if used != current:
+            setattr(state, name, used)
+
+    def from_state(ev) -> None:
+        if ev.what == "constant":
+            widget.disabled = bool(ev.new)
+        elif widget.value != ev.new:
+            widget.value = ev.new
+
+    widget.param.watch(from_widget, event)
+    state.param.watch(from_state, [name])
+    state.param.watch(from_state, [name], what="constant")
+    return widget

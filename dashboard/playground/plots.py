@@ -15,6 +15,8 @@ Each view has two functions:
 """
 from __future__ import annotations
 
+import html
+
 import holoviews as hv
 import numpy as np
 
@@ -54,6 +56,7 @@ __all__ = [
     "invariance_summary_html",
     "mask_frame",
     "mask_image",
+    "message_html",
     "query_frame",
     "query_heads",
     "single_token_bars",
@@ -261,6 +264,13 @@ def verdict_html(result: PlaygroundResult) -> str:
         why = "attention reaches future keys" + ("" if result.invariance.passed
                                                  else " and outputs 0..L changed")
     return verdict_badge_html(result.passed, why)
+
+
+def message_html(sentence: str) -> str:
+    """A short note under the controls (``.ap-message``, ``role=status``); "" shows nothing."""
+    if not sentence:
+        return ""
+    return f'<div class="ap-message" role="status">{html.escape(sentence)}</div>'
 
 
 def invariance_summary_html(result: PlaygroundResult) -> str:

@@ -27,30 +27,42 @@ from ..common.frames import Frame
 from ..common.lazy import BuiltWhenShown
 from ..common.figures import LivePlot, render
 from ..common.live import LiveView
-from ..common.panes import caveat, clamp_index, figure_pane, markdown, widgets_from_spec, with_tooltip, wrap_row
+from ..common.panes import (
+    caveat,
+    checked_widget,
+    clamp_index,
+    figure_pane,
+    markdown,
+    widgets_from_spec,
+    with_tooltip,
+    wrap_row,
+)
 from ..common.style import CSS, SECTION_STYLES
 from . import plots
 from .export import export_html
-from .state import PlaygroundResult, PlaygroundState, single_token_steps
+from .state import MAX_SEQ_LEN, PlaygroundResult, PlaygroundState, single_token_steps, words_of
 from .text import TEXT
 
 __all__ = ["AttentionPlayground", "PlaygroundView", "WIDGETS"]
 
 WIDGETS = {
-    "text": {"type": pn.widgets.TextInput, "placeholder": "optional sentence, then Enter",
+    "text": {"type": pn.widgets.TextInput, "placeholder": "a sentence, then Enter",
              "css_classes": ["ap-text"]},
-    "seq_len": {"type": pn.widgets.EditableIntSlider, "throttled": True, "css_classes": ["ap-seq-len"]},
+    "seq_len": {"type": pn.widgets.EditableIntSlider, "checked": "value_throttled",
+                "css_classes": ["ap-seq-len"]},
     "num_heads": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-num-heads"]},
     "head_dim": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-head-dim"]},
     "causal": {"type": pn.widgets.Checkbox, "css_classes": ["ap-causal"]},
     "prefix": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-prefix"]},
     "query": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-query"]},
     "view_head": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-view-head"]},
-    "seed": {"type": pn.widgets.IntInput, "css_classes": ["ap-seed"]},
+    "seed": {"type": pn.widgets.IntInput, "checked": "value", "css_classes": ["ap-seed"]},
     "position_scale": {"type": pn.widgets.FloatSlider, "throttled": True,
                        "css_classes": ["ap-position-scale"]},
 }
-"""The sidebar's widgets: ``{parameter: {"type": Widget, **options}}`` (``widgets_from_spec``)."""
+"""The sidebar's widgets: ``{parameter: {"type": Widget, **options}}`` (``widgets_from_spec``);
+``"checked": event`` marks a number typed by hand, clamped on the server with a message
+(``common.panes.checked_widget``)."""
 
 LOADING_MIN_WORK = 2**18      # T*T*H from which a recompute shows loading spinners (T=256, H=4)
 
@@ -87,11 +99,21 @@ class PlaygroundView(LiveView):
         self._q, self._head = min(pg.query, r.seq_len - 1), min(pg.view_head, r.num_heads - 1)
         self._head_frames: dict[int, Frame] = {}
 
-        self.widgets = widgets_from_spec(pg, WIDGETS)
+        self.message = pn.pane.HTML("", css_classes=["ap-input-message"], stylesheets=[CSS],
+                                    sizing_mode="stretch_width", margin=(0, 10))
+        plain = {k: v for k, v in WIDGETS.items() if "checked" not in v}
+        self.widgets = widgets_from_spec(pg, plain)
+        for name, spec in WIDGETS.items():
+            if "checked" in spec:
+                options = {k: v for k, v in spec.items() if k not in ("type", "checked")}
+                self.widgets[name] = checked_widget(pg, name, spec["type"], self.notify,
+                                                    event=spec["checked"], **options)
+        self.widgets = {name: self.widgets[name] for name in WIDGETS}      # the spec's order
         for w in self.widgets.values():
             w.width = 225 if "description" not in w.param else 250
+        pg.param.watch(self._on_text, "text")
         self.controls = pn.Column(*[with_tooltip(w, pg.param[name].doc)
-                                    for name, w in self.widgets.items()],
+                                    for name, w in self.widgets.items()], self.message,
                                   width=260, css_classes=["ap-controls"])
         self.download = pn.widgets.FileDownload(
             callback=self._download_html, filename="attention-playground.html",
@@ -211,6 +233,15 @@ class PlaygroundView(LiveView):
             self.heads_box.extend(new)
 
     # -- events --------------------------------------------------------------------------------
+    def notify(self, sentence: str) -> None:
+        """Say on the page why an input was not used as typed ("" clears the message)."""
+        self.message.object = plots.message_html(sentence)
+
+    def _on_text(self, event) -> None:
+        n = len(words_of(event.new))
+        self.notify(f"Your text has {n} words: the first {MAX_SEQ_LEN} are used."
+                    if n > MAX_SEQ_LEN else "")
+
     def _on_tap_query(self, event) -> None:
         q = clamp_index(event.y, self.pg.seq_len)
         if q is not None:

@@ -228,6 +228,7 @@ def test_zoo_table_is_readable(run_inproc):
     rc, out, _ = run_inproc(["--zoo", "--seq-len", "8", "--dim", "8", "--batch", "1"])
     assert rc == 0
     assert "off_by_one_causal_mask" in out and "caught" in out and "MISSED" not in out
+    assert "dependency maps in float64" in out.splitlines()[0]
     assert out.rstrip().splitlines()[-1].startswith("10/10 bugs caught, 10/10 correct models pass")
 
 

@@ -9,6 +9,7 @@ import torch
 from attention.mask_mods import sliding_window
 from attention.masks import make_causal_mask
 from attention.verify import (
+    PrecisionWarning,
     dense_allowed,
     dependency_map,
     find_leaks,
@@ -118,7 +119,8 @@ def test_plain_callable_runs_in_float64_when_it_can(gen):
 def test_closure_over_float32_weights_falls_back_to_the_input_dtype(gen):
     mha = _mha()
     x = torch.randn(1, 5, 8, generator=gen)
-    dep = dependency_map(lambda z: mha(z, is_causal=True), x)
+    with pytest.warns(PrecisionWarning, match=r"rejects float64 input, so its dependency map runs in float32"):
+        dep = dependency_map(lambda z: mha(z, is_causal=True), x)
     assert dep.dtype == torch.float32
     assert torch.equal(dep > 0, make_causal_mask(5, dtype=torch.bool))
 

@@ -133,7 +133,8 @@ def test_widgets_are_generated_from_the_parameters_with_hooks():
     view = PlaygroundView(pg)
     widgets = view.widgets
     assert widgets["causal"].css_classes == ["ap-causal"]
-    assert widgets["num_heads"].end == 16 and widgets["seq_len"].fixed_end == 1024
+    assert widgets["num_heads"].end == 16 and widgets["seq_len"].end == 1024
+    assert widgets["seq_len"].fixed_end is None     # typed values reach the server, which clamps and says so
     assert widgets["query"].end == 5
     pg.seq_len = 12
     assert widgets["query"].end == 11 and widgets["prefix"].end == 11
@@ -162,3 +163,27 @@ def test_the_app_is_tabs_with_the_playground_first():
         assert models_with_class(page.doc, "ap-playground")
     template = serve_app()
     assert isinstance(template, pn.template.BaseTemplate)
+
+
+@pytest.mark.parametrize("typed, used", [(5000, 1024), (0, 1), (-3, 1)])
+def test_a_typed_length_outside_the_bounds_is_clamped_and_said_on_the_page(typed, used):
+    pg = AttentionPlayground(seq_len=16)
+    view = PlaygroundView(pg)
+    widget = view.widgets["seq_len"]
+    widget.value_throttled = typed                  # what the editable slider sends when typed
+    assert pg.seq_len == used and widget.value == used
+    assert f"{typed} is outside 1..1024" in view.message.object and f"{used} is used" in view.message.object
+    widget.value_throttled = 12                     # a fine value clears the message
+    assert pg.seq_len == 12 and view.message.object == ""
+
+
+def test_a_seed_outside_its_range_and_a_too_long_text_are_said_on_the_page():
+    pg = AttentionPlayground(seq_len=8)
+    view = PlaygroundView(pg)
+    view.widgets["seed"].value = -5
+    assert pg.seed == 0 and view.widgets["seed"].value == 0 and "-5 is outside" in view.message.object
+    pg.text = " ".join(["w"] * 1100)
+    assert pg.seq_len == 1024 and "1100 words: the first 1024 are used" in view.message.object
+    assert view.widgets["seq_len"].disabled              # T follows the text
+    pg.text = ""
+    assert not view.widgets["seq_len"].disabled and view.message.object == ""
