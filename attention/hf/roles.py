@@ -28,7 +28,8 @@ DEFAULT_TEXTS = (
 
 def induction_probe_ids(model: nn.Module, tokenizer: Any, block: int = 20, seed: int = 0) -> list[int]:
     """``block`` distinct random ids from the model's vocabulary, twice, in the tokenizer's special
-    tokens (``[CLS] a b c ... a b c ... [SEP]`` for BERT). Special-token ids are never drawn.
+    tokens (``[CLS] a b c ... a b c [SEP]`` for BERT, ``<s> a b c ... a b c`` for Llama). Special-token
+    ids are never drawn.
 
     Args:
         model: a transformers model. tokenizer: its tokenizer, or ``None`` (no special tokens).
@@ -45,9 +46,21 @@ def induction_probe_ids(model: nn.Module, tokenizer: Any, block: int = 20, seed:
     gen = torch.Generator().manual_seed(seed)
     ids = allowed[torch.randperm(allowed.numel(), generator=gen)[:block]].tolist()
     ids = ids + ids                                                 # x[i] = x[i - block]
-    if tokenizer is not None and hasattr(tokenizer, "build_inputs_with_special_tokens"):
-        ids = list(tokenizer.build_inputs_with_special_tokens(ids))
-    return ids
+    prefix, suffix = _special_wrapping(tokenizer)
+    return prefix + ids + suffix
+
+
+def _special_wrapping(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts around a text: ``([CLS],), ([SEP],)`` for BERT, ``([<s>],
+    [])`` for Llama, nothing for GPT-2; read from how it encodes an empty text."""
+    if tokenizer is None:
+        return [], []
+    wrapped = list(tokenizer("")["input_ids"])
+    starts = {getattr(tokenizer, "cls_token_id", None), getattr(tokenizer, "bos_token_id", None)} - {None}
+    n = 0
+    while n < len(wrapped) and wrapped[n] in starts:
+        n += 1
+    return wrapped[:n], wrapped[n:]
 
 
 def head_roles(

@@ -343,3 +343,33 @@ def test_verify_target_errors_are_one_line(model_dirs, kwargs, match):
     with pytest.raises(ValueError, match=match) as info:
         verify_target(model_dirs["gpt2"], **kwargs)
     assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# head_roles on a real architecture
+# ------------------------------------------------------------------------------------------------
+def test_induction_probe_is_a_repeated_block_of_ordinary_tokens_in_special_tokens(loaded):
+    from attention.hf import induction_probe_ids
+
+    model, tok = loaded["bert"]
+    ids = induction_probe_ids(model, tok, block=10, seed=3)
+    assert ids[0] == _hf_tiny.VOCAB["[CLS]"] and ids[-1] == _hf_tiny.VOCAB["[SEP]"]
+    body = ids[1:-1]
+    assert len(body) == 20 and body[:10] == body[10:] and len(set(body[:10])) == 10
+    assert not set(body) & set(tok.all_special_ids)
+    ordinary = len(_hf_tiny.VOCAB) - len(set(tok.all_special_ids))
+    with pytest.raises(ValueError, match=rf"block <= {ordinary} \(non-special tokens in the vocabulary\) "
+                                         rf"but found {ordinary + 1}"):
+        induction_probe_ids(model, tok, block=ordinary + 1)
+
+
+def test_head_roles_scores_every_head_of_a_causal_lm(loaded):
+    from attention.hf import head_roles
+
+    model, tok = loaded["gpt2"]
+    rows = head_roles(model, tok, ["the cat sat on the mat", "a big red dog ran"], block=8)
+    assert [(r.layer, r.head) for r in rows] == [(l, h) for l in range(2) for h in range(_hf_tiny.HEADS)]
+    assert all(r.next_token == 0.0 for r in rows)                   # causal: never the next token
+    assert all(0.0 <= r.induction <= 1.0 for r in rows)             # the probe repeats: measurable
+    with pytest.raises(ValueError, match=r"texts to be a str or a non-empty list of str"):
+        head_roles(model, tok, [])
