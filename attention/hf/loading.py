@@ -9,8 +9,8 @@ one can run arbitrary code). Where it looks:
    ``${XDG_CACHE_HOME:-~/.cache}/attention-playground/all-MiniLM-L6-v2``. Never the network.
 2. An existing local directory holding ``config.json`` and ``model.safetensors``.
 3. Anything else is a hub id: downloaded when online; offline (``HF_HUB_OFFLINE=1``,
-   ``TRANSFORMERS_OFFLINE=1`` or no network) only the local Hugging Face cache is read, and a miss is
-   a :class:`ModelNotAvailable` saying which local path to pass instead.
+   ``TRANSFORMERS_OFFLINE=1``, or the hub not reachable within 3 s) only the local Hugging Face
+   cache is read, and a miss is a :class:`ModelNotAvailable` saying which local path to pass.
 """
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import socket
 import tempfile
+import urllib.parse
 import zipfile
 from pathlib import Path
 
@@ -135,6 +137,22 @@ def _offline() -> bool:
     return hub.HF_HUB_OFFLINE or any(v and v.strip().upper() in ("1", "ON", "YES", "TRUE") for v in flags)
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Can a TCP connection to the hub be opened within ``timeout`` seconds? (Without this, a
+    missing network costs huggingface_hub's retries with backoff: ~20 s measured.) Behind a proxy
+    (``HTTPS_PROXY``) a direct connection proves nothing, so the answer is yes."""
+    import huggingface_hub.constants as hub
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urllib.parse.urlparse(hub.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or os.sep + os.sep in name or name.count("/") > 1 \
         or (os.sep != "/" and os.sep in name)
@@ -242,7 +260,8 @@ def load_pretrained(
     from transformers import AutoModel, AutoTokenizer            # heavy import: only when loading
 
     source = str(path) if path is not None else os.fspath(name_or_path)
-    local_only = path is not None or _offline()
+    offline = path is None and (_offline() or not _hub_reachable())
+    local_only = path is not None or offline
     kwargs = dict(attn_implementation=attn, use_safetensors=True, dtype=dtype, local_files_only=local_only,
                   trust_remote_code=False)
     try:
@@ -251,8 +270,11 @@ def load_pretrained(
     except OSError as err:
         if path is not None:
             raise ValueError(f"cannot load the model in {source!r}: {err}") from None
-        why = "offline (HF_HUB_OFFLINE=1) and not in the local Hugging Face cache" if local_only else \
-            f"the hub did not answer or has no safetensors weights for it ({str(err).splitlines()[0]})"
+        if offline:
+            how = "HF_HUB_OFFLINE=1" if _offline() else "the hub cannot be reached"
+            why = f"offline ({how}) and not in the local Hugging Face cache"
+        else:
+            why = f"the hub did not answer or has no safetensors weights for it ({str(err).splitlines()[0]})"
         raise ModelNotAvailable(f"cannot load {source!r}: {why}; {_hub_help(source)}") from None
     except ValueError as err:                                       # unknown model_type, bad config
         raise ValueError(f"cannot load {source!r} as a transformers model: {str(err).splitlines()[0]}") from None

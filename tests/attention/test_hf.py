@@ -373,3 +373,30 @@ def test_head_roles_scores_every_head_of_a_causal_lm(loaded):
     assert all(0.0 <= r.induction <= 1.0 for r in rows)             # the probe repeats: measurable
     with pytest.raises(ValueError, match=r"texts to be a str or a non-empty list of str"):
         head_roles(model, tok, [])
+
+
+def test_unreachable_hub_fails_fast_as_offline_without_touching_the_network(monkeypatch):
+    import huggingface_hub.constants as hub
+
+    from attention.hf import loading
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(loading, "_hub_reachable", lambda timeout=3.0: False)   # sockets refuse anyway
+    with pytest.raises(ModelNotAvailable, match=r"offline \(the hub cannot be reached\).*local directory"):
+        load_pretrained("someone/tiny-gpt2")
+
+
+def test_hub_probe_says_unreachable_when_connections_fail(monkeypatch):
+    from attention.hf import loading
+
+    def no_route(*args, **kwargs):
+        raise OSError("no route to host")
+
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(socket, "create_connection", no_route)
+    assert loading._hub_reachable(timeout=0.1) is False
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert loading._hub_reachable(timeout=0.1) is True
