@@ -14,27 +14,42 @@ The score functions also take the training data of ``python -m attention.train``
 (``repeated_random_tokens``: a random period per sequence, optionally after a random lead-in).
 Tokens before the repeat are distinct, so "the previous occurrence of this token" is unambiguous.
 
+Real models (``attention.hf``) on any text: :func:`role_scores` measures every head's
+previous-token, next-token, first-token sink ([CLS] / BOS), last-token sink ([SEP] / end), self
+(diagonal) and token-matched induction scores plus entropy, and :func:`head_roles_table` flags each
+head's strongest role. These read the weights of any sequence; induction there uses the tokens
+themselves (:func:`token_induction_scores`: the key after the previous occurrence of the query's
+token), and is NaN where no token repeats (a plain sentence) instead of an error.
+
 Shape legend: ``B`` batch, ``T`` positions, ``L`` layers, ``H`` heads, ``V`` vocabulary.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "ROLES",
     "HeadMetrics",
+    "HeadRoles",
     "RepeatedTokens",
     "attention_entropy",
     "head_metrics",
     "head_metrics_table",
+    "head_roles_table",
     "induction_scores",
     "next_token_accuracy",
+    "next_token_scores",
     "preset_induction_input",
     "previous_token_scores",
     "repeated_random_tokens",
+    "role_scores",
+    "self_scores",
+    "sink_scores",
+    "token_induction_scores",
     "two_copy_tokens",
 ]
 
@@ -178,8 +193,8 @@ def _periods_starts(periods: Tensor, starts: Tensor | None, B: int, T: int) -> t
     return periods, starts
 
 
-def induction_scores(weights: Tensor | Sequence[Tensor], periods: Tensor,
-                     starts: Tensor | None = None) -> Tensor:
+def induction_scores(weights: Tensor | Sequence[Tensor], periods: Tensor | None = None,
+                     starts: Tensor | None = None, *, tokens: Sequence[Any] | None = None) -> Tensor:
     """Mean weight from query ``i >= s + p`` to key ``i - p + 1``: ``(L, H)``.
 
     Query ``i`` in the repeated part sees token ``x[i]`` again (it was at ``i - p``); an induction
@@ -191,7 +206,15 @@ def induction_scores(weights: Tensor | Sequence[Tensor], periods: Tensor,
             ``i >= s + p`` (see :func:`repeated_random_tokens`).
         periods: ``(B,)`` the period ``p`` of every sequence.
         starts: ``(B,)`` the start ``s`` of every repeating block. Default: all 0.
+        tokens: instead of ``periods``/``starts``, the ``T`` tokens of any sequence (a sentence, a
+            prompt): see :func:`token_induction_scores` (NaN where no token repeats). Default: ``None``.
     """
+    if tokens is not None:
+        if periods is not None or starts is not None:
+            raise ValueError("expected either periods (and starts) or tokens but found both")
+        return token_induction_scores(weights, tokens)
+    if periods is None:
+        raise TypeError("expected periods (a designed repeat) or tokens= (any sequence) but found neither")
     w = _stack(weights)                                              # (L, B, H, T, T)
     nL, B, H, T, _ = w.shape
     p, s = _periods_starts(periods, starts, B, T)
@@ -306,3 +329,150 @@ def head_metrics(model, batch: int = 256, seed: int = 1234, min_score: float = 0
     return head_metrics_table(previous_token_scores(weights),
                               induction_scores(weights, data.periods, data.starts),
                               attention_entropy(weights), min_score=min_score)
+
+
+# ------------------------------------------------------------------------------------------------
+# Roles of heads in real models, on any sequence
+
+ROLES = ("previous-token", "next-token", "first-token", "last-token", "self", "induction")
+
+
+def next_token_scores(weights: Tensor | Sequence[Tensor]) -> Tensor:
+    """Mean weight on key ``i + 1`` over queries ``i < T - 1`` and the batch: ``(L, H)``.
+
+    Only bidirectional models (BERT) can score here; a causal model scores 0.
+    """
+    w = _stack(weights)                                              # (L, B, H, T, T)
+    T = w.shape[-1]
+    if T < 2:
+        raise ValueError(f"expected T >= 2 for a next-token score but found T={T}")
+    nxt = torch.diagonal(w, offset=1, dim1=-2, dim2=-1)               # (L, B, H, T-1): w[i, i+1]
+    return nxt.mean(dim=(1, 3))
+
+
+def self_scores(weights: Tensor | Sequence[Tensor]) -> Tensor:
+    """Mean weight a query puts on its own position (the diagonal): ``(L, H)``."""
+    w = _stack(weights)                                              # (L, B, H, T, T)
+    return torch.diagonal(w, dim1=-2, dim2=-1).mean(dim=(1, 3))
+
+
+def sink_scores(weights: Tensor | Sequence[Tensor], key: int) -> Tensor:
+    """Mean weight on one key position over every *other* query: ``(L, H)``.
+
+    ``key=0`` is the first-token sink ([CLS], BOS), ``key=-1`` the last-token sink ([SEP] at the end
+    of a BERT input). The key's own query is left out (in a causal model query 0 can only see key 0).
+    """
+    w = _stack(weights)                                              # (L, B, H, T, T)
+    T = w.shape[-1]
+    if isinstance(key, bool) or not isinstance(key, int) or not -T <= key < T:
+        raise ValueError(f"expected key to be an int position in -{T}..{T - 1} but found {key!r}")
+    if T < 2:
+        raise ValueError(f"expected T >= 2 for a sink score but found T={T}")
+    k = key % T
+    others = torch.arange(T) != k                                    # (T,) queries other than the key
+    return w[..., others, k].mean(dim=(1, 3))
+
+
+def token_induction_scores(weights: Tensor | Sequence[Tensor], tokens: Sequence[Any]) -> Tensor:
+    """Induction on any token sequence: mean weight from query ``i`` to key ``j + 1``, where ``j < i``
+    is the latest earlier position holding the same token as ``i`` (``j + 1 <= i``): ``(L, H)``.
+
+    Queries whose token has not occurred before are skipped; with no repeated token at all (a plain
+    sentence) the score is NaN, not an error. On a block of distinct tokens repeated once this equals
+    :func:`induction_scores` with the block's period.
+
+    Args:
+        weights: ``(B, H, T, T)`` (or a list per layer) on sequences that all hold ``tokens``.
+        tokens: ``T`` tokens (ids or strings): only equality is used.
+    """
+    w = _stack(weights)                                              # (L, B, H, T, T)
+    nL, B, H, T, _ = w.shape
+    toks = tokens.tolist() if isinstance(tokens, Tensor) else list(tokens)
+    if len(toks) != T:
+        raise ValueError(f"expected {T} tokens (one per position) but found {len(toks)}")
+    last: dict[Any, int] = {}
+    queries, keys = [], []
+    for i, t in enumerate(toks):
+        if t in last:
+            queries.append(i)
+            keys.append(last[t] + 1)
+        last[t] = i
+    if not queries:
+        return torch.full((nL, H), float("nan"))
+    picked = w[..., torch.tensor(queries), torch.tensor(keys)]       # (L, B, H, n)
+    return picked.mean(dim=(1, 3))
+
+
+def role_scores(weights: Tensor | Sequence[Tensor], tokens: Sequence[Any] | None = None) -> dict[str, Tensor]:
+    """Every role score (:data:`ROLES`) and ``"entropy"`` of every head, each ``(L, H)``.
+
+    Args:
+        weights: ``(B, H, T, T)`` or a list per layer, ``T >= 2``.
+        tokens: the ``T`` tokens, for ``"induction"`` (NaN without them or without a repeat).
+    """
+    w = _stack(weights)                                              # (L, B, H, T, T)
+    L, _, H, T, _ = w.shape
+    layers = list(w)
+    return {
+        "previous-token": previous_token_scores(layers),
+        "next-token": next_token_scores(layers),
+        "first-token": sink_scores(layers, 0),
+        "last-token": sink_scores(layers, -1),
+        "self": self_scores(layers),
+        "induction": (token_induction_scores(layers, tokens) if tokens is not None
+                      else torch.full((L, H), float("nan"))),
+        "entropy": attention_entropy(layers),
+    }
+
+
+@dataclass(frozen=True)
+class HeadRoles:
+    """One head's role scores (``NaN`` = not measurable) and its strongest role.
+
+    ``role`` is the role with the highest score when that score is at least ``min_score`` of
+    :func:`head_roles_table`, else ``None``; ``role_score`` is that score.
+    """
+
+    layer: int
+    head: int
+    previous_token: float
+    next_token: float
+    first_token: float
+    last_token: float
+    self_token: float
+    induction: float
+    entropy: float
+    role: str | None
+    role_score: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def head_roles_table(scores: dict[str, Tensor], min_score: float = 0.5) -> list[HeadRoles]:
+    """Rows ``(layer, head)`` (layer-major) from :func:`role_scores`, each head's strongest role flagged.
+
+    Args:
+        scores: ``{role: (L, H)}`` for every name in :data:`ROLES` plus ``"entropy"``.
+        min_score: a head gets a role only when its best score reaches this. Default: 0.5.
+    """
+    missing = [k for k in (*ROLES, "entropy") if k not in scores]
+    if missing:
+        raise ValueError(f"expected scores for {list(ROLES) + ['entropy']} but found no {missing}")
+    shapes = {tuple(scores[k].shape) for k in (*ROLES, "entropy")}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise ValueError(f"expected (L, H) score tensors of one shape but found {sorted(shapes)}")
+    L, H = shapes.pop()
+    stack = torch.stack([scores[r].float() for r in ROLES]).nan_to_num(nan=-1.0)  # (roles, L, H)
+    best_score, best_role = stack.max(dim=0)                          # (L, H) each
+    rows = []
+    for l in range(L):
+        for h in range(H):
+            s = float(best_score[l, h])
+            rows.append(HeadRoles(
+                layer=l, head=h, previous_token=float(scores["previous-token"][l, h]),
+                next_token=float(scores["next-token"][l, h]), first_token=float(scores["first-token"][l, h]),
+                last_token=float(scores["last-token"][l, h]), self_token=float(scores["self"][l, h]),
+                induction=float(scores["induction"][l, h]), entropy=float(scores["entropy"][l, h]),
+                role=ROLES[int(best_role[l, h])] if s >= min_score else None, role_score=s))
+    return rows

@@ -192,3 +192,87 @@ def test_accuracy_splits_first_part_and_repeated_part():
     acc_first, acc_rep = next_token_accuracy(logits, data)
     assert acc_first == pytest.approx(0.25)                        # queries 0, 1 of 2 sequences
     assert acc_rep == pytest.approx(1.0)                           # queries 3, 4
+
+
+# ------------------------------------------------------------------------------------------------
+# Roles of heads in real models (any sequence)
+# ------------------------------------------------------------------------------------------------
+from attention.head_metrics import (  # noqa: E402
+    ROLES,
+    head_roles_table,
+    next_token_scores,
+    role_scores,
+    self_scores,
+    sink_scores,
+    token_induction_scores,
+)
+
+
+def test_each_one_hot_pattern_scores_one_on_its_own_role_only():
+    T = 9
+    patterns = {                                                  # query i -> key
+        "previous-token": lambda i: max(i - 1, 0),
+        "next-token": lambda i: min(i + 1, T - 1),
+        "first-token": lambda i: 0,
+        "last-token": lambda i: T - 1,
+        "self": lambda i: i,
+    }
+    w = torch.stack([one_hot_pattern(T, f) for f in patterns.values()])[None]   # (1, 5, T, T)
+    scores = role_scores(w)
+    for h, role in enumerate(patterns):
+        assert scores[role][0, h].item() == pytest.approx(1.0), role
+        others = [r for r in patterns if r != role and scores[r][0, h].item() > 0.3]
+        assert others == [], f"{role} head also scores on {others}"
+    rows = head_roles_table(scores)
+    assert [r.role for r in rows] == list(patterns)
+    assert torch.isnan(scores["induction"]).all()                  # no tokens given
+
+
+def test_next_self_and_sink_scores_of_uniform_attention():
+    T = 5
+    w = torch.full((1, 1, T, T), 1 / T)
+    for scores in (next_token_scores(w), self_scores(w), sink_scores(w, 0), sink_scores(w, -1)):
+        assert scores.item() == pytest.approx(1 / T)
+    with pytest.raises(ValueError, match=r"key to be an int position in -5\.\.4 but found 5"):
+        sink_scores(w, 5)
+
+
+@pytest.mark.parametrize("period", [3, 6])
+def test_token_induction_equals_period_induction_on_a_repeated_block(period):
+    T = 2 * period
+    tokens = list(range(100, 100 + period)) * 2
+    induction = one_hot_pattern(T, lambda i: i - period + 1 if i >= period else i)
+    w = torch.stack([induction, one_hot_pattern(T, lambda i: max(i - 1, 0))])[None]
+    by_tokens = token_induction_scores(w, tokens)
+    torch.testing.assert_close(by_tokens, induction_scores(w, torch.tensor([period])))
+    torch.testing.assert_close(induction_scores(w, tokens=tokens), by_tokens)
+    assert by_tokens[0, 0].item() == pytest.approx(1.0) and by_tokens[0, 1].item() == pytest.approx(0.0)
+
+
+def test_induction_on_a_plain_sentence_is_nan_not_an_error():
+    tokens = ["[CLS]", "the", "cat", "sat", "[SEP]"]                # no token repeats
+    w = torch.eye(5)[None, None]
+    assert torch.isnan(induction_scores(w, tokens=tokens)).all()
+    scores = role_scores(w, tokens)
+    row = head_roles_table(scores)[0]
+    assert row.role == "self" and math.isnan(row.induction)
+
+
+def test_induction_scores_needs_periods_or_tokens_not_both():
+    w = torch.eye(4)[None, None]
+    with pytest.raises(TypeError, match=r"periods .* or tokens= .* neither"):
+        induction_scores(w)
+    with pytest.raises(ValueError, match=r"either periods \(and starts\) or tokens but found both"):
+        induction_scores(w, torch.tensor([2]), tokens=[1, 2, 1, 2])
+    with pytest.raises(ValueError, match=r"expected 4 tokens \(one per position\) but found 3"):
+        token_induction_scores(w, [1, 2, 1])
+
+
+def test_head_roles_table_flags_nothing_below_min_score_and_checks_its_input():
+    T = 6
+    scores = role_scores(torch.full((1, 2, T, T), 1 / T))
+    assert [r.role for r in head_roles_table(scores)] == [None, None]
+    assert all(r.role_score == pytest.approx(1 / T) for r in head_roles_table(scores))
+    with pytest.raises(ValueError, match=r"found no \['self'\]"):
+        head_roles_table({k: v for k, v in scores.items() if k != "self"})
+    assert set(ROLES) | {"entropy"} == set(scores)
