@@ -99,7 +99,7 @@ def main_frame(weights: np.ndarray, tokens: Sequence[int], layer: int, head: int
     T = weights.shape[0]
     if len(tokens) != T:
         raise ValueError(f"expected {T} tokens for a ({T}, {T}) map but found {len(tokens)}")
-    ticks = [(i, f"{i}:{int(t)}") for i, t in enumerate(tokens)]       # position:token id
+    ticks = [(i, f"{i}:{t}") for i, t in enumerate(tokens)]       # position:token (id or word)
     title = f"Layer {layer} · head {head}"
     role = head_role(metrics)
     if role:
