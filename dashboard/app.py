@@ -18,14 +18,17 @@ element, and playwright locators see through the open shadow roots):
 ``.ap-tabs``                the app's tabs (``pn.Tabs``); the playground is the first tab
 ``.ap-playground``          the playground view (a ``pn.Row``: sidebar + main column)
 ``.ap-controls``            the parameter widgets (``pn.Param``)
-``.ap-seq-len``             sequence length T (``EditableIntSlider``; disabled while text is set)
+``.ap-seq-len``             sequence length T (``IntInput``: any number may be typed; the server
+                            clamps it to 1..1024 and says so in ``.ap-input-message``; disabled
+                            while text is set); ``.ap-seq-len-slider`` the same T as a slider
 ``.ap-num-heads``           heads H (``IntSlider``, throttled)
 ``.ap-head-dim``            head dimension D (``IntSlider``)
 ``.ap-causal``              the causal toggle (``Checkbox``; ``input[type=checkbox]`` inside)
 ``.ap-prefix``              prefix L (``IntSlider``)
 ``.ap-query``               the selected query (``IntSlider``)
 ``.ap-view-head``           head of the step-by-step view (``IntSlider``)
-``.ap-seed``                random seed (``IntInput``)
+``.ap-seed``                random seed (``IntInput``; out of range: clamped, said on the page)
+``.ap-input-message``       why a typed value was not used as typed (empty when all is fine)
 ``.ap-text``                optional sentence (``TextInput``; commits on Enter)
 ``.ap-position-scale``      position signal (``FloatSlider``)
 ``.ap-download``            "Download as HTML" (``FileDownload``; builds the export in memory)

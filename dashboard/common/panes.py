@@ -88,20 +88,38 @@ def checked_widget(state, name: str, kind, notify, *, event: str = "value", **op
     widget = kind(label=p.label, value=getattr(state, name), disabled=bool(p.constant), **options)
     if "description" in widget.param and p.doc:
         widget.description = " ".join(p.doc.split())        # the tooltip, as from_param gives it
-    if hasattr(widget.param, "fixed_start"):
-        widget.param.update(start=lo, end=hi)
+
+    echo = {"value": None}            # the clamped value we are about to show: not a new input
+
+    def show_later(value) -> None:
+        # Panel does not send a property back to the browser while handling that property's own
+        # change from the browser: show the clamped value on the next tick of the session's loop.
+        def push() -> None:
+            echo["value"] = value
+            if widget.value != value:
+                widget.value = value
+            else:
+                widget.param.trigger("value")     # already the value on the server: send it anyway
+
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None:
+            doc.add_next_tick_callback(push)
+        else:
+            push()
 
     def from_widget(ev) -> None:
         value, current = ev.new, getattr(state, name)
+        if value is not None and value == echo["value"]:
+            echo["value"] = None
+            return
         if value is None:
             notify(f"{p.label}: empty, so {current} is kept.")
-            widget.value = current
+            show_later(current)
             return
         used = min(max(value, lo), hi)
         if used != value:
             notify(f"{p.label} = {value} is outside {lo}..{hi}: {used} is used.")
-            widget.param.update(value=used, **({"start": lo, "end": hi}
-                                               if hasattr(widget.param, "fixed_start") else {}))
+            show_later(used)
         else:
             notify("")
         if used != current:
@@ -111,6 +129,7 @@ def checked_widget(state, name: str, kind, notify, *, event: str = "value", **op
         if ev.what == "constant":
             widget.disabled = bool(ev.new)
         elif widget.value != ev.new:
+            echo["value"] = ev.new
             widget.value = ev.new
 
     widget.param.watch(from_widget, event)

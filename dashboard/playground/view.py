@@ -48,8 +48,7 @@ __all__ = ["AttentionPlayground", "PlaygroundView", "WIDGETS"]
 WIDGETS = {
     "text": {"type": pn.widgets.TextInput, "placeholder": "a sentence, then Enter",
              "css_classes": ["ap-text"]},
-    "seq_len": {"type": pn.widgets.EditableIntSlider, "checked": "value_throttled",
-                "css_classes": ["ap-seq-len"]},
+    "seq_len": {"type": pn.widgets.IntInput, "checked": "value", "css_classes": ["ap-seq-len"]},
     "num_heads": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-num-heads"]},
     "head_dim": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-head-dim"]},
     "causal": {"type": pn.widgets.Checkbox, "css_classes": ["ap-causal"]},
@@ -109,12 +108,16 @@ class PlaygroundView(LiveView):
                 self.widgets[name] = checked_widget(pg, name, spec["type"], self.notify,
                                                     event=spec["checked"], **options)
         self.widgets = {name: self.widgets[name] for name in WIDGETS}      # the spec's order
+        # T also has a slider (bounded, throttled) under the box where any number can be typed
+        self.seq_len_slider = pn.widgets.IntSlider.from_param(
+            pg.param.seq_len, throttled=True, name="", css_classes=["ap-seq-len-slider"], width=225,
+            margin=(-8, 10, 5, 10))
         for w in self.widgets.values():
             w.width = 225 if "description" not in w.param else 250
         pg.param.watch(self._on_text, "text")
-        self.controls = pn.Column(*[with_tooltip(w, pg.param[name].doc)
-                                    for name, w in self.widgets.items()], self.message,
-                                  width=260, css_classes=["ap-controls"])
+        rows = [with_tooltip(w, pg.param[name].doc) for name, w in self.widgets.items()]
+        rows.insert(list(self.widgets).index("seq_len") + 1, self.seq_len_slider)
+        self.controls = pn.Column(*rows, self.message, width=260, css_classes=["ap-controls"])
         self.download = pn.widgets.FileDownload(
             callback=self._download_html, filename="attention-playground.html",
             label="Download as HTML", color="primary", embed=False,

@@ -133,13 +133,14 @@ def test_widgets_are_generated_from_the_parameters_with_hooks():
     view = PlaygroundView(pg)
     widgets = view.widgets
     assert widgets["causal"].css_classes == ["ap-causal"]
-    assert widgets["num_heads"].end == 16 and widgets["seq_len"].end == 1024
-    assert widgets["seq_len"].fixed_end is None     # typed values reach the server, which clamps and says so
+    assert widgets["num_heads"].end == 16 and view.seq_len_slider.end == 1024
+    assert widgets["seq_len"].end is None           # typed values reach the server, which clamps and says so
+    assert view.seq_len_slider.value == widgets["seq_len"].value == 6
     assert widgets["query"].end == 5
     pg.seq_len = 12
     assert widgets["query"].end == 11 and widgets["prefix"].end == 11
     pg.text = "a b c"
-    assert widgets["seq_len"].disabled and widgets["query"].end == 2
+    assert widgets["seq_len"].disabled and view.seq_len_slider.disabled and widgets["query"].end == 2
     tips = [w.value for w in view.controls.select(pn.widgets.TooltipIcon)]
     assert any("attention heads" in t for t in tips) and any("Block every key" in t for t in tips)
     assert "Seeds the untrained" in widgets["seed"].description
@@ -170,10 +171,10 @@ def test_a_typed_length_outside_the_bounds_is_clamped_and_said_on_the_page(typed
     pg = AttentionPlayground(seq_len=16)
     view = PlaygroundView(pg)
     widget = view.widgets["seq_len"]
-    widget.value_throttled = typed                  # what the editable slider sends when typed
+    widget.value = typed                            # what the editable slider sends when typed
     assert pg.seq_len == used and widget.value == used
     assert f"{typed} is outside 1..1024" in view.message.object and f"{used} is used" in view.message.object
-    widget.value_throttled = 12                     # a fine value clears the message
+    widget.value = 12                               # a fine value clears the message
     assert pg.seq_len == 12 and view.message.object == ""
 
 
