@@ -4,4 +4,12 @@
   display it (``pn.panel(pg)``, or just ``pg`` in a notebook) for the live view.
 - ``dashboard/app.py``: ``panel serve dashboard/app.py`` (tabs, the playground first).
 - ``python -m dashboard.export OUT.html``: a standalone, offline, interactive HTML file.
+- ``dashboard.extension()``: use it in notebooks instead of ``pn.extension()``; the output then
+  renders with no internet (``dashboard/common/notebook.py``).
 """
+
+
+def extension(*args, **kw):
+    """``pn.extension`` for notebooks that works offline: see ``dashboard.common.notebook``."""
+    from dashboard.common.notebook import extension as _extension
+    return _extension(*args, **kw)
