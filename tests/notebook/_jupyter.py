@@ -219,8 +219,9 @@ class NotebookPage:
             "'.jp-OutputArea-output[data-mime-type=\"application/vnd.jupyter.stderr\"]')]"
             ".map(n => n.innerText)")
 
-    def run_new_cell(self, code: str, timeout: float = 60_000) -> str:
-        """Append a code cell holding ``code`` at the end, run it, return its text output."""
+    def run_new_cell(self, code: str, timeout: float = 120_000, expect_output: bool = False) -> str:
+        """Append a code cell holding ``code`` at the end, run it, return its text output
+        (``expect_output``: wait until the output area shows something)."""
         n = self.cell_count()
         self.page.evaluate(
             f"""(code) => {{
@@ -232,11 +233,17 @@ class NotebookPage:
                 cell.model.sharedModel.setSource(code);
             }}""", code)
         self.page.wait_for_function(f"() => {_CURRENT}.content.widgets.length === {n + 1}")
+        # a click in an output (a widget) makes that cell active: select the new one again
+        self.page.evaluate(f"() => {{ if (document.activeElement) document.activeElement.blur(); "
+                           f"{_CURRENT}.content.activeCellIndex = {n}; }}")
+        self.page.wait_for_function(f"() => {_CURRENT}.content.activeCellIndex === {n}")
         self.command("notebook:run-cell")
         self.page.wait_for_function(
             f"""() => {{
                 const c = {_CURRENT}.content.widgets[{n}];
-                return c.model.executionCount !== null && {_CURRENT}.sessionContext.session.kernel.status === 'idle';
+                const o = c.node.querySelector('.jp-OutputArea');
+                return c.model.executionCount !== null && {_CURRENT}.sessionContext.session.kernel.status === 'idle'
+                       && (!{'true' if expect_output else 'false'} || (o && o.innerText.trim().length > 0));
             }}""", timeout=timeout, polling=100)
         return self.page.evaluate(
             f"() => {{ const o = {_CURRENT}.content.widgets[{n}].node.querySelector('.jp-OutputArea');"
