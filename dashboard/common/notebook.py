@@ -22,6 +22,11 @@ It is ``pn.extension(*args, **kw)`` with three differences, all needed to render
    themselves for VS Code: the frontend echoes models the kernel already holds (harmless; the
    kernel keeps its own instance).
 
+:func:`ensure_extension` is the automatic form for the dashboard's own viewers: called from their
+``_repr_mimebundle_`` it runs :func:`extension` once when an object is displayed in a kernel that
+has not run it (so ``pg = AttentionPlayground(); pg`` renders offline with no set-up cell), and
+does nothing outside IPython or once loaded.
+
 Calling it again is cheap: the 6 MB bundle is published once per kernel, unless new extension
 names are passed. With ``inline=False`` it is plain ``pn.extension`` (CDN resources).
 """
@@ -34,7 +39,7 @@ import re
 import warnings
 from pathlib import Path
 
-__all__ = ["extension", "inline_css_url", "install_stylesheet_patch", "is_loaded"]
+__all__ = ["ensure_extension", "extension", "inline_css_url", "install_stylesheet_patch", "is_loaded"]
 
 _state = {"loaded": False, "args": set(), "patched": False}
 _CSS_URL = re.compile(r"""url\(\s*(['"]?)([^'")]+)\1\s*\)""")
@@ -146,3 +151,17 @@ def extension(*args: str, **kw) -> None:
     pn.extension(*args, **kw)
     _state["args"] |= set(args)
     _state["loaded"] = bool(inline)
+
+
+def ensure_extension() -> None:
+    """Run :func:`extension` once, in an IPython kernel only (for the viewers' display hook)."""
+    if _state["loaded"]:
+        return
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is None or not hasattr(ip, "kernel"):
+        return
+    extension()
