@@ -154,24 +154,23 @@ def test_causal_click_flips_the_verdict(session):
     wait_for(page, lambda: verdict(page) == before, timeout=60, what="the verdict to flip back")
 
 
+def expected_head0(**settings) -> list:
+    """What head 0's map holds for these settings (computed here, as the kernel computes it)."""
+    from dashboard.playground import AttentionPlayground
+    w = AttentionPlayground(**settings).result.weights[0].double()
+    return [w.numel(), round(float((w ** 2).sum()), 4)]
+
+
 def test_seed_change_repaints_the_head_maps(session):
     nb, _, _ = session
     page = nb.page
-    before = head_image(page)
+    want = expected_head0(seq_len=12, num_heads=4, prefix=5, query=5, seed=7)
     seed = page.locator(".ap-seed input").first
     seed.fill("7")
     seed.press("Enter")
     seed.blur()
-    changed = True
-    try:
-        wait_for(page, lambda: head_image(page) != before, timeout=60)
-    except AssertionError:
-        changed = False
-    kernel = kernel_state(nb)
-    assert kernel["seed"] == 7, f"the seed typed into the widget did not reach the kernel: {kernel}"
-    assert changed, f"head 0's map did not change after the seed change (kernel: {kernel})"
-    wait_for(page, lambda: consistent(shown_state(page), kernel), timeout=60,
-             what=f"the output to match the kernel {kernel}")
+    wait_for(page, lambda: (img := head_image(page)) and img[0] == want[0] and abs(img[1] - want[1]) < 2e-3,
+             timeout=60, what=f"head 0's map to show seed 7 (want {want}, shown {head_image(page)})")
 
 
 def test_query_set_from_a_new_cell_moves_the_selection(session):
@@ -213,7 +212,7 @@ def test_panel_serve_of_the_notebook(nb_browser):
     """``panel serve examples/playground.ipynb`` serves the notebook's outputs as a live app."""
     from _harness import SESSION_OPEN, AppServer
 
-    with AppServer("examples/playground.ipynb") as app:
+    with AppServer("examples/playground.ipynb", startup_timeout=300) as app:
         ctx = nb_browser.new_context(viewport={"width": 1400, "height": 1000})
         ctx.set_default_timeout(60_000)
         try:
