@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -9,18 +10,22 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "playground.ipynb"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOK = REPO_ROOT / "examples" / "playground.ipynb"
 
 
 @pytest.fixture
 def kernel_of_this_python(tmp_path, monkeypatch):
     """A "python3" kernel spec pointing at ``sys.executable`` (the .venv), found first through a
-    temporary JUPYTER_PATH: works without any kernel installed globally."""
+    temporary JUPYTER_PATH: works without any kernel installed globally. The repository comes first
+    on the kernel's PYTHONPATH, so that a checkout imports its own ``dashboard`` (not the one an
+    editable install elsewhere points at)."""
     spec = tmp_path / "kernels" / "python3"
     spec.mkdir(parents=True)
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python 3 (attention-playground)", "language": "python",
+        "env": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))},
     }))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
     return "python3"
