@@ -20,7 +20,7 @@ How "the last figure updated" is known (printed as ``mode``):
 - ``quiet`` (fallback while the contract is missing): Bokeh document changes are hooked; the
   answer is the last change to a non-control model before 400 ms without any change (the quiet
   time is not counted), and, where the page shows the value, once it does (head-map count,
-  query-plot title, verdict).
+  query-plot title, verdict; for the seed: a figure's data changed).
 
 The sizes are set through the widgets (T in the slider's text box, H with the arrow keys one step
 at a time). Medians of ``--repeat`` (>= 5) timed changes after one warm-up change each.
@@ -109,7 +109,7 @@ class Driver:
             box.click()
             box.press("Control+a")
             box.type(str(self.seed))
-            return self.timed(lambda: box.press("Enter"), None, timeout_ms)
+            return self.timed(lambda: box.press("Enter"), "data", timeout_ms)
         if control == "causal":
             self.causal = not self.causal
             return self.timed(lambda: page.locator(".ap-causal input[type=checkbox]").click(),

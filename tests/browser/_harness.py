@@ -62,7 +62,8 @@ class AppServer:
     Args:
         script: the app script, relative to the repository root. Default: ``dashboard/app.py``.
         port: the port. Default: a free one.
-        startup_timeout: seconds to wait for the first HTTP answer. Default: 90.
+        startup_timeout: seconds to wait for the first HTTP answer. Default: 240 (the first
+            page runs the app once; minutes on a loaded 2-core machine).
         extra_args: more ``panel serve`` options (e.g. ``["--check-unused-sessions", "500"]``).
         launcher: the command before ``serve``. Default: ``python -m panel`` with this Python;
             ``["./dev"]`` serves exactly as the README does (needs the repository's ``.venv``).
@@ -70,7 +71,7 @@ class AppServer:
     """
 
     def __init__(self, script: str = APP_SCRIPT, *, port: int | None = None,
-                 startup_timeout: float = 90.0, extra_args: list[str] | None = None,
+                 startup_timeout: float = 240.0, extra_args: list[str] | None = None,
                  launcher: list[str] | None = None, env: dict[str, str] | None = None):
         self.script = script
         self.port = port or free_port()

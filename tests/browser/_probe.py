@@ -60,7 +60,7 @@ PROBE_JS = r"""
   if (window.__ap) { window.__ap.attach(); return; }
   const ap = window.__ap = {
     armed: false, tInput: null, inputType: null,
-    lastAny: 0, lastView: 0, lastViewPainted: 0, viewSeq: 0, nEvents: 0,
+    lastAny: 0, lastView: 0, lastData: 0, lastViewPainted: 0, viewSeq: 0, nEvents: 0,
     spinnerOnAt: 0, spinnerOffAt: 0, spinnerWasOn: false,
   };
   const CONTROL = /Slider|Spinner|Checkbox|Select|Input|widgets\.|layout\.|^Row$|^Column$|Tabs|Spacer|FileDownload|Button|Toggle/;
@@ -109,6 +109,7 @@ PROBE_JS = r"""
       ap.spinnerWasOn = on;
     }
     if (m !== undefined && m !== null && CONTROL.test(m.type || "")) return;
+    if (m !== undefined && m !== null && /DataSource/.test(m.type || "")) ap.lastData = t;
     ap.lastView = t;
     const seq = ++ap.viewSeq;
     frames().then(() => { if (seq === ap.viewSeq) ap.lastViewPainted = performance.now(); });
@@ -134,15 +135,17 @@ PROBE_JS = r"""
     }
     return undefined;
   };
+  // the values of the controls shown now (the visible tab's), by their hook classes
   ap.controls = () => {
     const out = {};
-    for (const doc of Bokeh.documents)
-      for (const m of doc.all_models)
-        for (const c of (m.css_classes || []))
-          if (c in HOOKS && !(HOOKS[c] in out)) {
-            const v = valueOf(m);
-            if (v !== undefined) out[HOOKS[c]] = v;
-          }
+    for (const view of Bokeh.index.all_views()) {
+      const m = view.model;
+      for (const c of (m.css_classes || []))
+        if (c in HOOKS && !(HOOKS[c] in out) && view.el && shown(view.el)) {
+          const v = valueOf(m);
+          if (v !== undefined) out[HOOKS[c]] = v;
+        }
+    }
     return out;
   };
   ap.stateIds = () => ap.deepAll(".ap-state-id")
@@ -182,6 +185,7 @@ PROBE_JS = r"""
     return a !== "" && b !== "" && !Number.isNaN(x) && !Number.isNaN(y) && Math.abs(x - y) < 1e-9;
   };
   ap.expected = async (c) => {
+    if ("model" in c) return {model: c.model, relation: c.relation};
     if ("T" in c) {
       const text = (c.text || "").trim();
       return {T: c.T, H: c.H, D: c.D, causal: c.causal ? 1 : 0, seed: c.seed, L: c.L, q: c.q,
@@ -244,6 +248,7 @@ PROBE_JS = r"""
     heads: () => ap.snapshot().heads === ap.controls().H,
     query: () => new RegExp(`^Query (tok_)?${ap.controls().q}\\b`).test(figTitle("ap-query-plot")),
     causal: () => badge() === (ap.controls().causal ? "PASS" : "FAIL"),
+    data: () => ap.lastData > (ap.tInput ?? Infinity),      // some figure got new data
   };
   ap.waitAnswer = async (mode, quietMs, timeoutMs, doneName) => {
     const done = (doneName && ap.done[doneName]) || (() => true);
@@ -347,8 +352,9 @@ def wait_answer(page, mode: str, *, quiet_ms: int = 400, timeout_ms: int = 30_00
                 done: str | None = None) -> dict:
     """Timings (page clock, ms) of the answer to the input made after :func:`arm`.
 
-    ``done``: ``"heads"``, ``"query"`` or ``"causal"``: in the quiet mode, also wait until the page
-    visibly shows that control's value (head-map count, query-plot title, verdict).
+    ``done``: ``"heads"``, ``"query"``, ``"causal"`` or ``"data"``: in the quiet mode, also wait
+    until the page visibly shows that control's value (head-map count, query-plot title, verdict)
+    or, for ``"data"``, until some figure's data source changed.
     """
     return page.evaluate("([m, q, t, d]) => window.__ap.waitAnswer(m, q, t, d)",
                          [mode, quiet_ms, timeout_ms, done])
