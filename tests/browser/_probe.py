@@ -394,3 +394,19 @@ def server_problems(log: str) -> list[str]:
             seen.add(line)
             out.append(line)
     return out
+
+
+_EXC_LINE = re.compile(r"^\s*([\w.]+(?:Error|Exception|Warning)?): .*$", re.M)
+
+
+def server_exceptions(log: str) -> list[str]:
+    """The final lines of the tracebacks in a server log (``SomeError: message``), in order."""
+    out = []
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback (most recent call last)"):
+            for nxt in lines[i + 1:]:
+                if nxt and not nxt.startswith((" ", "\t")) and not nxt.startswith("Traceback"):
+                    out.append(nxt.strip())
+                    break
+    return out
