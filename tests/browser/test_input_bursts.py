@@ -26,7 +26,7 @@ from attention.zoo import ZOO
 
 pytestmark = pytest.mark.browser
 
-# 40 presses within 2 s after Home, ArrowRight x3 (H=4): net +2, so H ends at 6
+# 40 presses within 2 s after Home, ArrowRight x3 (H=4): net +4, so H ends at 8
 BURST = ("RRLRRLLRLR" "RLRRLLRRLR" "LRRLRLLRRL" "RLLRRLRLRL")
 BURST_GAP_MS = 50
 TRACK_CLICKS = [3, 12, 5, 10, 2, 14, 9]        # query positions at T=16, clicked 150 ms apart
@@ -73,17 +73,20 @@ def test_heads_keyboard_burst_ends_on_the_final_value_everywhere(context, app_se
         page.keyboard.press("ArrowRight" if key == "R" else "ArrowLeft")
         H += 1 if key == "R" else -1
         page.wait_for_timeout(BURST_GAP_MS)
-    assert page.evaluate("() => window.__ap.controls().H") == H, "the slider missed key presses"
 
     def user_view():
         out = []
+        shown_h = page.evaluate("() => window.__ap.controls().H")
+        if shown_h != H:
+            out.append(f"the heads slider shows H={shown_h} after keys that lead to H={H} "
+                       "(key presses lost, or the server moved the slider back)")
         if not _query_title_ok(page, page.evaluate("() => window.__ap.controls().q")):
             out.append(f"query plot title {figure_title(page, '.ap-query-plot')!r} is not the "
                        "selected query")
         return out
 
     problems = _final_problems(page, watch, app_server, log_from, extra=[user_view])
-    assert problems == [], f"after the heads burst (slider at H={H}):\n" + "\n".join(problems)
+    assert problems == [], f"after the heads burst (keys lead to H={H}):\n" + "\n".join(problems)
 
 
 def test_fast_clicks_on_a_slider_track_keep_the_last_one(context, app_server):
