@@ -106,7 +106,7 @@ class Driver:
         if control == "seed":
             box = page.locator(".ap-seed input").first
             self.seed = 1 - self.seed
-            box.click()
+            box.focus()                  # not click(): the spinner's arrows may cover the text
             box.press("Control+a")
             box.type(str(self.seed))
             return self.timed(lambda: box.press("Enter"), "data", timeout_ms)
@@ -127,7 +127,7 @@ class Driver:
         if self.controls()["T"] == T:
             return
         box = self.page.locator(".ap-seq-len input").first
-        box.click()
+        box.focus()                      # not click(): at 4 digits the spinner's arrows cover it
         box.press("Control+a")
         box.type(str(T))
         box.press("Enter")

@@ -68,7 +68,7 @@ async def act(page, control: str, rng: random.Random, seed_box: list[int]) -> st
     if control == "seed":
         box = page.locator(".ap-seed input").first
         seed_box[0] = rng.randrange(0, 1000)
-        await box.click()
+        await box.focus()
         await box.press("Control+a")
         await box.type(str(seed_box[0]))
         await page.evaluate("() => window.__ap.arm()")
