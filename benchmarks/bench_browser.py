@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -208,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--controls", default=",".join(CONTROLS), help="comma-separated subset")
     ap.add_argument("--json", default=None, help="also write every raw timing here")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))    # stop the server on kill, too
 
     from playwright.sync_api import sync_playwright
 

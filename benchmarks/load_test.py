@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import random
 import statistics
 import sys
@@ -186,6 +187,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", choices=["auto", "state", "quiet"], default="auto")
     ap.add_argument("--seed", type=int, default=0, help="seeds each session's choice of controls")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))    # stop the server on kill, too
     if not 1 <= args.sessions <= MAX_SESSIONS or not 0 < args.duration <= MAX_DURATION:
         ap.error(f"--sessions in 1..{MAX_SESSIONS}, --duration in (0, {MAX_DURATION}]")
 
