@@ -116,7 +116,10 @@ class AppServer:
                 raise RuntimeError(f"panel serve exited with code {self.proc.returncode} before "
                                    f"answering:\n{self.log()}")
             try:
-                with urllib.request.urlopen(self.url, timeout=30) as resp:
+                # one long wait, not many short ones: each request runs the app for a new
+                # session, and on a loaded machine a retry every 30 s only piles them up
+                wait = max(5.0, deadline - time.monotonic())
+                with urllib.request.urlopen(self.url, timeout=wait) as resp:
                     if resp.status == 200:
                         break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
