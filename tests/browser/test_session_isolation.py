@@ -84,3 +84,35 @@ def test_a_failed_export_in_one_session_leaves_the_others_working(browser, isola
     finally:
         for ctx in contexts:
             ctx.close()
+
+
+def test_exports_work_after_another_session_broke_under_a_burst_and_closed(browser, isolation_server):
+    """Issue 9 item 2 as it happened: a session hit by a keyboard burst on the heads slider (the
+    burst of ``test_input_bursts``), closed while its updates were still running; then "Download
+    as HTML" and a heads change work in a new session."""
+    from test_input_bursts import BURST, BURST_GAP_MS
+
+    server = isolation_server
+    ctx_a = browser.new_context(viewport=VIEWPORT)
+    ctx_b = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    try:
+        ctx_a.set_default_timeout(60_000)
+        ctx_b.set_default_timeout(60_000)
+        a = ctx_a.new_page()
+        open_app(a, server.url)
+        handle = a.locator(".ap-num-heads .noUi-handle").first
+        handle.focus()
+        for key in BURST:
+            a.keyboard.press("ArrowRight" if key == "R" else "ArrowLeft")
+            a.wait_for_timeout(BURST_GAP_MS)
+        ctx_a.close()                                      # gone mid-update
+
+        b = ctx_b.new_page()
+        watch_b = open_app(b, server.url)
+        assert_export_ok(b, "B (opened after A broke and closed)")
+        nudge_slider(b, ".ap-num-heads", "ArrowRight")
+        wait_for(b, lambda: head_count(b) == 5, timeout=60, what="B: 5 head maps")
+        assert watch_b.errors() == [], watch_b.errors()
+    finally:
+        ctx_a.close()
+        ctx_b.close()
