@@ -14,7 +14,8 @@ plot title or verdict not what the controls say), page errors, server exceptions
 and the server's RSS over time (psutil, every 5 s).
 
 Usage: ``python benchmarks/load_test.py [--sessions 20] [--duration 60] [--seed 0]``.
-Bounded: at most 50 sessions and 600 s; the server listens on localhost only.
+Bounded: at most 50 sessions and 600 s of changes each (counted from when its page rendered);
+only http://localhost is visited.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "browser"
 import psutil  # noqa: E402
 
 import _probe  # noqa: E402
-from _harness import CHROMIUM, CHROMIUM_ARGS, AppServer, free_port  # noqa: E402
+from _harness import CHROMIUM, CHROMIUM_ARGS, AppServer  # noqa: E402
 
 MAX_SESSIONS, MAX_DURATION = 50, 600
 VIEWPORT = {"width": 1400, "height": 1000}
@@ -98,7 +99,7 @@ async def user_view_problems(page) -> list[str]:
     return [n for n, good in zip(names, ok) if not good]
 
 
-async def session(i: int, browser, url: str, until: float, mode: str, stats: Stats) -> None:
+async def session(i: int, browser, url: str, duration: float, mode: str, stats: Stats) -> None:
     rng = random.Random(i)
     ctx = await browser.new_context(viewport=VIEWPORT)
     ctx.set_default_timeout(120_000)
@@ -117,6 +118,7 @@ async def session(i: int, browser, url: str, until: float, mode: str, stats: Sta
             mode = "state" if await page.evaluate("() => window.__ap.stateIds().length > 0") else "quiet"
         seed_box = [0]
         await asyncio.sleep(rng.uniform(0, 2))                     # stagger the sessions
+        until = time.monotonic() + duration                        # counted from this page's open
         while time.monotonic() < until:
             control = rng.choice(CONTROLS)
             done = await act(page, control, rng, seed_box)
@@ -169,8 +171,8 @@ async def run(args, server: AppServer) -> Stats:
         t0 = time.monotonic()
         stop = asyncio.Event()
         sampler = asyncio.create_task(sample_rss(server.proc.pid, rss, t0, stop))
-        until = t0 + args.duration
-        await asyncio.gather(*[session(i + args.seed * 1000, browser, server.url, until, args.mode, stats)
+        await asyncio.gather(*[session(i + args.seed * 1000, browser, server.url, args.duration,
+                                       args.mode, stats)
                                for i in range(args.sessions)])
         await asyncio.sleep(3)                                      # sessions closing
         stop.set()
@@ -193,9 +195,7 @@ def main(argv=None) -> int:
 
     print(f"load_test: {args.sessions} sessions x {args.duration:.0f} s; {load()} ({os.cpu_count()} CPUs)",
           flush=True)
-    port = free_port()
-    server = AppServer(port=port, extra_args=["--address", "127.0.0.1",
-                                              "--allow-websocket-origin", f"localhost:{port}"])
+    server = AppServer()                 # the test harness's server: http://localhost:<free port>
     server.start()
     t_start = time.monotonic()
     try:
