@@ -16,7 +16,7 @@ import pytest
 
 from _harness import AppServer
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
 VIEWPORT = {"width": 1400, "height": 1000}
 SESSIONS = 10
