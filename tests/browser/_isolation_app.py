@@ -28,13 +28,14 @@ def _failing_export():
     raise RuntimeError(INJECTED)       # in case a HoloViews version swallows it
 
 
-torch.set_num_threads(1)
-pn.extension(notifications=True)
-template = serve_app()
-if pn.state.session_args.get("inject", [b""])[0] == b"export-failure":
-    downloads = [w for obj in template.main for w in obj.select(pn.widgets.FileDownload)
-                 if "ap-download" in w.css_classes]          # (template.select trips on BrowserInfo)
-    assert downloads, "no .ap-download FileDownload in the app"
-    for w in downloads:
-        w.callback = _failing_export
-template.servable(title=TITLE)
+if pn.state.served:                    # not when the test imports INJECTED from here
+    torch.set_num_threads(1)
+    pn.extension(notifications=True)
+    template = serve_app()
+    if pn.state.session_args.get("inject", [b""])[0] == b"export-failure":
+        downloads = [w for obj in template.main for w in obj.select(pn.widgets.FileDownload)
+                     if "ap-download" in w.css_classes]          # (template.select trips on BrowserInfo)
+        assert downloads, "no .ap-download FileDownload in the app"
+        for w in downloads:
+            w.callback = _failing_export
+    template.servable(title=TITLE)
