@@ -62,14 +62,23 @@ class AppServer:
     Args:
         script: the app script, relative to the repository root. Default: ``dashboard/app.py``.
         port: the port. Default: a free one.
-        startup_timeout: seconds to wait for the first HTTP answer. Default: 90.
+        startup_timeout: seconds to wait for the first HTTP answer. Default: 240 (the first
+            page runs the app once; minutes on a loaded 2-core machine).
+        extra_args: more ``panel serve`` options (e.g. ``["--check-unused-sessions", "500"]``).
+        launcher: the command before ``serve``. Default: ``python -m panel`` with this Python;
+            ``["./dev"]`` serves exactly as the README does (needs the repository's ``.venv``).
+        env: extra environment variables for the server.
     """
 
     def __init__(self, script: str = APP_SCRIPT, *, port: int | None = None,
-                 startup_timeout: float = 90.0):
+                 startup_timeout: float = 240.0, extra_args: list[str] | None = None,
+                 launcher: list[str] | None = None, env: dict[str, str] | None = None):
         self.script = script
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
+        self.extra_args = list(extra_args or [])
+        self.launcher = launcher
+        self.extra_env = dict(env or {})
         self.url = f"http://localhost:{self.port}/{Path(script).stem}"
         self._log = tempfile.NamedTemporaryFile(prefix="panel-serve-", suffix=".log", delete=False)
         self.proc: subprocess.Popen | None = None
@@ -85,8 +94,13 @@ class AppServer:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env.setdefault("PYTHONUNBUFFERED", "1")
-        cmd = [sys.executable, "-m", "panel", "serve", self.script, "--port", str(self.port),
-               "--num-threads", "2"]
+        env.update(self.extra_env)
+        if self.launcher is None:
+            cmd = [sys.executable, "-m", "panel", "serve", self.script, "--port", str(self.port),
+                   "--num-threads", "2", *self.extra_args]
+        else:                           # ./dev serve adds dashboard/app.py and --num-threads 2
+            cmd = [*self.launcher, "serve", "--port", str(self.port), *self.extra_args]
+        self.command = cmd
         self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
@@ -102,7 +116,10 @@ class AppServer:
                 raise RuntimeError(f"panel serve exited with code {self.proc.returncode} before "
                                    f"answering:\n{self.log()}")
             try:
-                with urllib.request.urlopen(self.url, timeout=30) as resp:
+                # one long wait, not many short ones: each request runs the app for a new
+                # session, and on a loaded machine a retry every 30 s only piles them up
+                wait = max(5.0, deadline - time.monotonic())
+                with urllib.request.urlopen(self.url, timeout=wait) as resp:
                     if resp.status == 200:
                         break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
