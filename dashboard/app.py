@@ -5,7 +5,7 @@ playground is the first tab. Each tab is a package (``dashboard/playground``, ``
 ``leaks``; see docs/ARCHITECTURE.md for how to add one) whose displayable state builds its view
 when the tab is first shown. Adding a tab to the app is one line::
 
-    TABS.append(("Leak detector", lambda: LeakDetector().__panel__()))
+    TABS.append(("Leak detector", lambda: served(LeakDetector())))
 
 Every browser session runs this module anew, so each visitor gets their own states
 (independent sessions). Served, the tabs sit in a ``BootstrapTemplate``;
@@ -62,15 +62,22 @@ from dashboard.heads import TrainedHeads
 from dashboard.leaks import LeakDetector
 from dashboard.playground import AttentionPlayground
 
-__all__ = ["TABS", "TITLE", "build_app", "serve_app"]
+__all__ = ["TABS", "TITLE", "build_app", "serve_app", "served"]
 
 TITLE = "Attention Playground"
 
+def served(state):
+    """``state``'s view for a served session: its computations run in a worker thread, so the
+    session's events are never queued behind one (``Recomputing.compute_in_background``)."""
+    state.compute_in_background()
+    return state.__panel__()
+
+
 # (title, factory): each factory returns a fresh Panel component for one session.
 TABS: list[tuple[str, Callable[[], pn.viewable.Viewable]]] = [
-    ("Playground", lambda: AttentionPlayground().__panel__()),
-    ("Trained heads", lambda: TrainedHeads().__panel__()),
-    ("Leak detector", lambda: LeakDetector().__panel__()),
+    ("Playground", lambda: served(AttentionPlayground())),
+    ("Trained heads", lambda: served(TrainedHeads())),
+    ("Leak detector", lambda: served(LeakDetector())),
 ]
 
 

@@ -8,16 +8,24 @@ served by a thread pool therefore costs one or two computations, not 40, and the
 always belongs to the final parameter values. Used from one thread (tests, notebooks, scripts)
 it is plain synchronous recomputation: after ``state.x = 1`` the result is current.
 
+Served, Panel hands a session's events to its handlers one after another, so a computation run
+inside the handler delays every later event (40 slider steps meant 40 computations in a row).
+``compute_in_background()`` (the served app calls it) makes ``refresh()`` return at once: one
+worker thread per state computes from the latest parameters until nothing is left to do.
+
 No Panel, HoloViews or Bokeh here: states stay headless.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from contextlib import contextmanager
 
 import param
 
 __all__ = ["Recomputing"]
+
+log = logging.getLogger(__name__)
 
 
 class Recomputing(param.Parameterized):
@@ -38,6 +46,8 @@ class Recomputing(param.Parameterized):
         self._compute_lock = threading.Lock()
         self._dirty_lock = threading.Lock()
         self._dirty = False
+        self._background = False
+        self._worker: threading.Thread | None = None
         self.n_refreshes = 0
         super().__init__(**params)
         if self._inputs:
@@ -47,10 +57,35 @@ class Recomputing(param.Parameterized):
         """Parameter watcher; subclasses may validate the batch of ``events`` first."""
         self.refresh()
 
+    def compute_in_background(self, on: bool = True) -> None:
+        """From now on ``refresh()`` returns at once and a worker thread computes (served apps)."""
+        self._background = on
+
     def refresh(self) -> None:
         """Bring the results up to date with the current parameters (latest wins, see module doc)."""
         with self._dirty_lock:
             self._dirty = True
+            if self._background:
+                if self._worker is None or not self._worker.is_alive():
+                    self._worker = threading.Thread(target=self._work, daemon=True,
+                                                    name=f"{type(self).__name__}-recompute")
+                    self._worker.start()
+                return
+        self._drain()
+
+    def _work(self) -> None:
+        """The worker thread: compute until no change is left; a failure is logged, not lost."""
+        while True:
+            try:
+                self._drain()
+            except Exception:                    # noqa: BLE001  (the thread has no caller to raise to)
+                log.exception("%s: recomputing failed", type(self).__name__)
+            with self._dirty_lock:
+                if not self._dirty:
+                    self._worker = None
+                    return
+
+    def _drain(self) -> None:
         while True:
             if not self._compute_lock.acquire(blocking=False):
                 return                       # another thread computes and will see the dirty flag

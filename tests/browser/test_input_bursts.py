@@ -124,7 +124,7 @@ def _leak_map_title(page) -> str:
 
 
 def test_fast_arrow_keys_through_the_model_list_end_on_the_ninth_model(context, app_server):
-    from attention.zoo import check_entry
+    from attention.verify import check_entry
     from dashboard.leak_plots import first_leak_sentence, map_title
     from dashboard.leak_view import BATCH, DIM, LeakDetector
 

@@ -71,3 +71,37 @@ def test_a_failing_computation_raises_in_its_caller_and_the_next_change_recomput
         raise AssertionError("expected the computation's error")
     s.x = 5
     assert s.result == 50 and s.busy is False
+
+
+def test_in_the_background_refresh_returns_at_once_and_the_worker_ends_on_the_last_value():
+    s = Slow(delay=0.05)
+    s.compute_in_background()
+    t0 = time.monotonic()
+    for v in range(1, 31):                 # 30 changes from one thread (Panel's event order)
+        s.x = v
+    assert time.monotonic() - t0 < 0.5     # no change waited for a computation
+    deadline = time.monotonic() + 10
+    while (s.busy or s.result != 300) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert s.result == 300 and s.computed[-1] == 30
+    assert len(s.computed) < 10            # the intermediate values were skipped
+
+
+def test_a_background_failure_is_logged_and_the_next_change_still_computes(caplog):
+    class Fails(Slow):
+        def _recompute(self):
+            if self.x == 2:
+                raise ValueError("x=2 is refused")
+            super()._recompute()
+
+    s = Fails()
+    s.compute_in_background()
+    s.x = 2
+    deadline = time.monotonic() + 5
+    while "x=2 is refused" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "recomputing failed" in caplog.text
+    s.x = 3
+    while s.result != 30 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert s.result == 30 and s.busy is False
