@@ -80,7 +80,8 @@ class Frame:
     ``xticks``/``yticks`` explicit ``[(position, label), ...]`` lists, ``tooltips`` the hover
     lines. ``hover_labels`` (token names) let a tooltip write ``$x{custom}`` / ``$y{custom}``
     to show the position as ``"i (name)"`` (``hover_formatters``); ``hover_ylabels``, when given,
-    are used for ``$y`` instead. ``opts`` are fixed figure
+    are used for ``$y`` instead; with ``hover_raw`` the label is shown alone (it names the position
+    itself). ``opts`` are fixed figure
     options (size, tools, fonts) for the first drawing.
     """
 
@@ -95,6 +96,7 @@ class Frame:
     tooltips: list[tuple[str, str]] | None = None
     hover_labels: tuple[str, ...] | None = None
     hover_ylabels: tuple[str, ...] | None = None
+    hover_raw: bool = False
     opts: dict[str, Any] = field(default_factory=dict)
 
 
@@ -103,15 +105,21 @@ HOVER_LABEL_JS = """
 const i = Math.round(value);
 return (i >= 0 && i < labels.length) ? i + " (" + labels[i] + ")" : String(i);
 """
+HOVER_RAW_LABEL_JS = """
+const i = Math.round(value);
+return (i >= 0 && i < labels.length) ? labels[i] : "";
+"""
 
 
-def hover_formatters(labels: tuple[str, ...], ylabels: tuple[str, ...] | None = None) -> dict[str, Any]:
+def hover_formatters(labels: tuple[str, ...], ylabels: tuple[str, ...] | None = None,
+                     raw: bool = False) -> dict[str, Any]:
     """Bokeh hover formatters that show ``$x{custom}`` / ``$y{custom}`` as ``"i (labels[i])"``
-    (``ylabels[i]`` for ``$y`` when given)."""
-    fmt = CustomJSHover(args=dict(labels=list(labels)), code=HOVER_LABEL_JS)
+    (``ylabels[i]`` for ``$y`` when given; ``labels[i]`` alone with ``raw``)."""
+    code = HOVER_RAW_LABEL_JS if raw else HOVER_LABEL_JS
+    fmt = CustomJSHover(args=dict(labels=list(labels)), code=code)
     if ylabels is None:
         return {"$x": fmt, "$y": fmt}
-    return {"$x": fmt, "$y": CustomJSHover(args=dict(labels=list(ylabels)), code=HOVER_LABEL_JS)}
+    return {"$x": fmt, "$y": CustomJSHover(args=dict(labels=list(ylabels)), code=code)}
 
 
 def _layer_element(layer: Layer) -> hv.Element:
@@ -152,7 +160,7 @@ def to_element(frame: Frame) -> hv.Element | hv.Overlay:
         figure_opts["yticks"] = frame.yticks
     hover = {"hover_tooltips": frame.tooltips} if frame.tooltips else {}
     if frame.tooltips and frame.hover_labels is not None:
-        hover["hover_formatters"] = hover_formatters(frame.hover_labels, frame.hover_ylabels)
+        hover["hover_formatters"] = hover_formatters(frame.hover_labels, frame.hover_ylabels, frame.hover_raw)
     layers = [_layer_element(layer) for layer in frame.layers]
     layers = [el.opts(default_tools=[], **(hover if layer.kind in ("image", "bars") else {}))
               for el, layer in zip(layers, frame.layers)]

@@ -174,8 +174,9 @@ def selection_layer(mosaic: Mosaic, layer: int, head: int | None) -> Layer:
     return Layer("rect", bounds=bounds, style=dict(fill_alpha=0, line_color=SELECTED_OUTLINE, line_width=3))
 
 
-def _axis_labels(m: Mosaic, labels: Sequence[str], what: str, name: str) -> tuple[str, ...]:
-    """Hover text per mosaic column (``what="key"``, ``name="head"``) or row."""
+def _axis_labels(m: Mosaic, labels: Sequence[str], name: str) -> tuple[str, ...]:
+    """Hover text per mosaic column (``name="head"``: "H3 · 17 (cat)", head 3, key 17) or row
+    (``name="layer"``: layer, query); pooled maps name the range of positions ("H3 · 16-17")."""
     out = []
     n = m.H if name == "head" else m.L
     for c in range(n * m.stride - 1):
@@ -183,10 +184,10 @@ def _axis_labels(m: Mosaic, labels: Sequence[str], what: str, name: str) -> tupl
         if j >= m.side:
             out.append("")
         elif m.f == 1:
-            out.append(f"{name} {i} · {what} {j} ({labels[j]})")
+            out.append(f"{name[0].upper()}{i} · {j} ({labels[j]})")
         else:
             lo, hi = j * m.f, min(m.T, (j + 1) * m.f) - 1
-            out.append(f"{name} {i} · {what}s {lo}-{hi}")
+            out.append(f"{name[0].upper()}{i} · {lo}-{hi}")
     return tuple(out)
 
 
@@ -204,9 +205,10 @@ def overview_frame(result: HeadsResult, image: Layer, selected: Layer, mosaic: M
         xlim=(-0.5, m.width - 0.5), ylim=(-0.5, m.height - 0.5), invert_yaxis=True,
         xticks=[(h * m.stride + mid, f"H{h}") for h in range(m.H)],
         yticks=[(l * m.stride + mid, f"L{l}") for l in range(m.L)],
-        tooltips=[("", "$x{custom}"), ("", "$y{custom}"), ("weight", "@image{0.000}")],
-        hover_labels=_axis_labels(m, result.labels, "key", "head"),
-        hover_ylabels=_axis_labels(m, result.labels, "query", "layer"),
+        tooltips=[("head · key", "$x{custom}"), ("layer · query", "$y{custom}"),
+                  ("weight", "@image{0.000}")],
+        hover_labels=_axis_labels(m, result.labels, "head"),
+        hover_ylabels=_axis_labels(m, result.labels, "layer"), hover_raw=True,
         opts=dict(frame_width=max(120, round(m.width * scale)), frame_height=max(60, round(m.height * scale)),
                   xlabel="head (key →)", ylabel="layer (query ↓)", fontsize={"title": "10pt"}),
     )

@@ -198,5 +198,11 @@ def test_a_128_token_text_change_sends_at_most_6_mb(minilm):
         T = th.result.seq_len
         assert 110 <= T <= 150, T
         sent = page.patch_bytes()
+        overview = only(page.doc, "ap-th-overview")
+        assert overview.title.text == "6 layers × 12 heads = 72 maps · max-pooled 2×2"
+        w = th.result.weights[4, 5]                                  # (T, T), T even here
+        pooled = w.reshape(T // 2, 2, T // 2, 2).max(axis=(1, 3)) if T % 2 == 0 else None
+        if pooled is not None:
+            np.testing.assert_array_equal(overview_cell(page, th, 4, 5), pooled)
     print(f"MiniLM T={T}: text change -> updated figures {seconds:.2f} s, {sent / 1e6:.2f} MB")
     assert sent <= 6e6
