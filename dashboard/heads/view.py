@@ -58,6 +58,11 @@ from .text import CSS, TEXT
 __all__ = ["ModelHeads", "ModelHeadsView", "TrainedHeads", "TrainedHeadsView", "WIDGETS", "cell_px"]
 
 _BUTTONS = dict(type=pn.widgets.RadioButtonGroup, color="primary", variant="outline")
+WRAP_BUTTONS = """
+.bk-btn-group { flex-wrap: wrap; }
+.bk-btn-group > .bk-btn { flex: 1 0 34px; min-width: 34px; }
+"""
+"""12 head buttons do not fit the sidebar in one row: let them wrap (MiniLM)."""
 WIDGETS = {
     "model": {**_BUTTONS, "css_classes": ["ap-th-model"], "orientation": "vertical"},
     "random_seed": {"type": pn.widgets.IntInput, "css_classes": ["ap-th-random-seed"]},
@@ -67,8 +72,10 @@ WIDGETS = {
                       "placeholder": "e.g. 5 9 2 7 5 9 2, then Enter"},
     "text": {"type": pn.widgets.TextInput, "css_classes": ["ap-th-text"],
              "placeholder": "a sentence, then Enter"},
-    "layer": {**_BUTTONS, "css_classes": ["ap-th-layer"], "sizing_mode": "stretch_width"},
-    "head": {**_BUTTONS, "css_classes": ["ap-th-head"], "sizing_mode": "stretch_width"},
+    "layer": {**_BUTTONS, "css_classes": ["ap-th-layer"], "sizing_mode": "stretch_width",
+              "stylesheets": [WRAP_BUTTONS]},
+    "head": {**_BUTTONS, "css_classes": ["ap-th-head"], "sizing_mode": "stretch_width",
+             "stylesheets": [WRAP_BUTTONS]},
     "aggregate": {"type": pn.widgets.Checkbox, "css_classes": ["ap-th-aggregate"]},
 }
 """The sidebar's widgets: ``{parameter: {"type": Widget, **options}}`` (``widgets_from_spec``)."""
