@@ -17,7 +17,9 @@ with config.json and model.safetensors)::
     ./dev serve --args --hf ./my-bert --hf ./my-gpt2
     panel serve dashboard/app.py --args --hf ./my-bert --hf ./my-gpt2
 
-Each is loaded once per server process, the first time a session picks it. Served, the tabs sit in a ``BootstrapTemplate``;
+Each is loaded once per server process, the first time a session picks it. The Leak detector
+offers them too (group "Served (--hf)"), checked against their own relation (causal or full, from
+their config). Served, the tabs sit in a ``BootstrapTemplate``;
 imported (tests, notebooks) ``build_app()`` returns the bare tabs.
 
 Hooks for browser tests (stable CSS classes; Bokeh puts ``css_classes`` on the component's host
@@ -96,7 +98,7 @@ SERVED_MODELS = served_models()
 TABS: list[tuple[str, Callable[[], pn.viewable.Viewable]]] = [
     ("Playground", lambda: AttentionPlayground().__panel__()),
     ("Model heads", lambda: ModelHeads(served=SERVED_MODELS).__panel__()),
-    ("Leak detector", lambda: LeakDetector().__panel__()),
+    ("Leak detector", lambda: LeakDetector(served=SERVED_MODELS).__panel__()),
 ]
 
 
