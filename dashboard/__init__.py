@@ -2,7 +2,7 @@
 
 - ``dashboard.playground.AttentionPlayground``: the parameters and the cached computation;
   display it (``pn.panel(pg)``, or just ``pg`` in a notebook) for the live view.
-- ``dashboard.heads.TrainedHeads``, ``dashboard.leaks.LeakDetector``: the other two tabs.
+- ``dashboard.heads.ModelHeads``, ``dashboard.leaks.LeakDetector``: the other two tabs.
 - ``dashboard/app.py``: ``panel serve dashboard/app.py`` (tabs, the playground first).
 - ``python -m dashboard.export OUT.html``: a standalone, offline, interactive HTML file.
 - ``dashboard.extension()``: use it in notebooks instead of ``pn.extension()``; the output then

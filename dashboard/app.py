@@ -8,7 +8,18 @@ when the tab is first shown. Adding a tab to the app is one line::
     TABS.append(("Leak detector", lambda: served(LeakDetector())))
 
 Every browser session runs this module anew, so each visitor gets their own states
-(independent sessions). Served, the tabs sit in a ``BootstrapTemplate``;
+(independent sessions).
+
+Hugging Face models to offer in the "Model heads" tab (next to the trained model, random weights
+and all-MiniLM-L6-v2) are given as script arguments, one ``--hf PATH`` each (a local directory
+with config.json and model.safetensors)::
+
+    ./dev serve --args --hf ./my-bert --hf ./my-gpt2
+    panel serve dashboard/app.py --args --hf ./my-bert --hf ./my-gpt2
+
+Each is loaded once per server process, the first time a session picks it. The Leak detector
+offers them too (group "Served (--hf)"), checked against their own relation (causal or full, from
+their config). Served, the tabs sit in a ``BootstrapTemplate``;
 imported (tests, notebooks) ``build_app()`` returns the bare tabs.
 
 Hooks for browser tests (stable CSS classes; Bokeh puts ``css_classes`` on the component's host
@@ -44,6 +55,7 @@ element, and playwright locators see through the open shadow roots):
 ``.ap-stats-pane``          numbers: ``[data-stat=max-future]``, ``[data-stat=max-diff]``
 ``.ap-invariance-chart``    per-position output change with L marked
 ``.ap-caveat``              the "attention is not explanation" note
+``.ap-model-heads``         the "Model heads" tab (hooks ``.ap-th-*``: ``dashboard/heads/view.py``)
 ``.ap-state``               the state id every figure of the view shows (``data-state`` on
                             ``.ap-state-id``; each live figure has ``tags=["ap-state:<id>"]``)
 ==========================  ==================================================================
@@ -53,18 +65,37 @@ The widget *values* can also be read from the server side in tests through
 """
 from __future__ import annotations
 
-from typing import Callable
+import sys
+from typing import Callable, Sequence
 
 import panel as pn
 import torch
 
-from dashboard.heads import TrainedHeads
+from dashboard.heads import ModelHeads
 from dashboard.leaks import LeakDetector
 from dashboard.playground import AttentionPlayground
 
-__all__ = ["TABS", "TITLE", "build_app", "serve_app", "served"]
+__all__ = ["SERVED_MODELS", "TABS", "TITLE", "build_app", "served", "served_models", "serve_app"]
 
 TITLE = "Attention Playground"
+
+
+def served_models(argv: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The ``--hf PATH`` (or ``--hf=PATH``) script arguments, in order (``sys.argv`` by default:
+    ``panel serve dashboard/app.py --args --hf PATH`` puts them there). Other arguments are left
+    alone."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    found = []
+    for i, arg in enumerate(args):
+        if arg == "--hf" and i + 1 < len(args):
+            found.append(args[i + 1])
+        elif arg.startswith("--hf="):
+            found.append(arg[len("--hf="):])
+    return tuple(p for p in found if p)
+
+
+SERVED_MODELS = served_models()
+"""Hugging Face model directories this server offers in the "Model heads" tab."""
 
 def served(state):
     """``state``'s view for a served session: its computations run in a worker thread, so the
@@ -76,8 +107,8 @@ def served(state):
 # (title, factory): each factory returns a fresh Panel component for one session.
 TABS: list[tuple[str, Callable[[], pn.viewable.Viewable]]] = [
     ("Playground", lambda: served(AttentionPlayground())),
-    ("Trained heads", lambda: served(TrainedHeads())),
-    ("Leak detector", lambda: served(LeakDetector())),
+    ("Model heads", lambda: served(ModelHeads(served=SERVED_MODELS))),
+    ("Leak detector", lambda: served(LeakDetector(served=SERVED_MODELS))),
 ]
 
 

@@ -63,14 +63,14 @@ def causal_on(page) -> None:
 
 
 def trained_heads_ready(page) -> None:
-    """The "Trained heads" tab with its 8 overview maps, main map and metrics table, the
-    induction head selected (the default)."""
+    """The "Model heads" tab on the trained model: the overview of 8 maps, main map and metrics
+    table, the induction head selected (the default)."""
     page.locator(".ap-th-main").first.wait_for(state="visible", timeout=60_000)
-    wait_for(page, lambda: page.locator(".ap-th-cell").count() == 8, what="8 overview maps")
+    page.locator(".ap-th-overview").first.wait_for(state="visible", timeout=60_000)
     badge = page.locator(".ap-th-metrics .ap-th-best[data-role=induction]")
     badge.first.wait_for(state="attached", timeout=30_000)
-    if page.locator(".ap-th-cell.ap-th-selected").count() != 1:
-        raise RuntimeError("expected exactly one selected overview map")
+    if page.locator(".ap-th-metrics tr.ap-th-selected").count() != 1:
+        raise RuntimeError("expected exactly one selected head")
 
 
 def leak_detector_ready(page) -> None:
@@ -86,7 +86,7 @@ SHOTS: list[Shot] = [
     Shot("invariance.png", ".ap-invariance", causal_on),
     Shot("invariance-fail.png", ".ap-invariance", causal_off),
     Shot("single-token.png", ".ap-single-token"),
-    Shot("trained-heads.png", ".ap-trained-heads", trained_heads_ready, tab="Trained heads",
+    Shot("trained-heads.png", ".ap-trained-heads", trained_heads_ready, tab="Model heads",
          viewport=(1400, 1700)),
     Shot("leak-detector.png", ".ap-leak-detector", leak_detector_ready, tab="Leak detector",
          viewport=(1400, 1500)),

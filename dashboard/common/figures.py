@@ -56,6 +56,9 @@ def layer_source_data(layer: Layer, columns) -> dict | None:
         return data
     if layer.kind == "text":
         return dict(x=np.array([layer.x]), y=np.array([layer.y]), text=np.array([layer.text]))
+    if layer.kind == "rect":
+        l, b, r, t = (np.array([float(v)]) for v in layer.bounds)
+        return dict(left=l, bottom=b, right=r, top=t)
     return None
 
 
@@ -134,16 +137,23 @@ class LivePlot:
         height = frame.opts.get("frame_height")
         if height is not None and fig.frame_height != height:
             fig.frame_height = height
+        width = frame.opts.get("frame_width")
+        if width is not None and fig.frame_width != width:
+            fig.frame_width = width
         if frame.tooltips:
             for tool in self._hover:
                 if list(tool.tooltips) != list(frame.tooltips):
                     tool.tooltips = list(frame.tooltips)
-        if frame.hover_labels is not None and frame.hover_labels != self.frame.hover_labels:
+        if frame.hover_labels is not None and (frame.hover_labels != self.frame.hover_labels
+                                               or frame.hover_ylabels != self.frame.hover_ylabels):
             labels = list(frame.hover_labels)
+            ylabels = labels if frame.hover_ylabels is None else list(frame.hover_ylabels)
             for tool in self._hover:
-                for fmt in {id(f): f for f in (tool.formatters or {}).values()}.values():
+                for field_name, fmt in (tool.formatters or {}).items():
                     if isinstance(fmt, CustomJSHover) and "labels" in fmt.args:
-                        fmt.args = {**fmt.args, "labels": labels}
+                        new = ylabels if field_name == "$y" else labels
+                        if list(fmt.args["labels"]) != new:
+                            fmt.args = {**fmt.args, "labels": new}
 
     def update(self, frame: Frame) -> None:
         """Show ``frame`` in place; layers that are the very same objects as before are skipped."""

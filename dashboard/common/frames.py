@@ -54,7 +54,8 @@ class Layer:
 
     ``kind`` is ``"image"`` (``array`` rows = y from 0 up, ``bounds`` = (l, b, r, t)), ``"bars"``
     (``values`` on unit bins centred at 0..n-1), ``"hline"``/``"vline"`` (``pos``), ``"vspan"``
-    (``lo``..``hi``) or ``"text"`` (``x``, ``y``, ``text``). ``style`` holds HoloViews options that
+    (``lo``..``hi``), ``"text"`` (``x``, ``y``, ``text``) or ``"rect"`` (one rectangle: ``bounds``
+    = (l, b, r, t)). ``style`` holds HoloViews options that
     never change (colours, dimension names) and is used only when the figure is first drawn.
     """
 
@@ -78,7 +79,9 @@ class Frame:
     ``xlim``/``ylim`` are (low, high) data ranges (``invert_yaxis`` draws y from the top),
     ``xticks``/``yticks`` explicit ``[(position, label), ...]`` lists, ``tooltips`` the hover
     lines. ``hover_labels`` (token names) let a tooltip write ``$x{custom}`` / ``$y{custom}``
-    to show the position as ``"i (name)"`` (``hover_formatters``). ``opts`` are fixed figure
+    to show the position as ``"i (name)"`` (``hover_formatters``); ``hover_ylabels``, when given,
+    are used for ``$y`` instead; with ``hover_raw`` the label is shown alone (it names the position
+    itself). ``opts`` are fixed figure
     options (size, tools, fonts) for the first drawing.
     """
 
@@ -92,6 +95,8 @@ class Frame:
     invert_yaxis: bool = False
     tooltips: list[tuple[str, str]] | None = None
     hover_labels: tuple[str, ...] | None = None
+    hover_ylabels: tuple[str, ...] | None = None
+    hover_raw: bool = False
     opts: dict[str, Any] = field(default_factory=dict)
 
 
@@ -100,12 +105,21 @@ HOVER_LABEL_JS = """
 const i = Math.round(value);
 return (i >= 0 && i < labels.length) ? i + " (" + labels[i] + ")" : String(i);
 """
+HOVER_RAW_LABEL_JS = """
+const i = Math.round(value);
+return (i >= 0 && i < labels.length) ? labels[i] : "";
+"""
 
 
-def hover_formatters(labels: tuple[str, ...]) -> dict[str, Any]:
-    """Bokeh hover formatters that show ``$x{custom}`` / ``$y{custom}`` as ``"i (labels[i])"``."""
-    fmt = CustomJSHover(args=dict(labels=list(labels)), code=HOVER_LABEL_JS)
-    return {"$x": fmt, "$y": fmt}
+def hover_formatters(labels: tuple[str, ...], ylabels: tuple[str, ...] | None = None,
+                     raw: bool = False) -> dict[str, Any]:
+    """Bokeh hover formatters that show ``$x{custom}`` / ``$y{custom}`` as ``"i (labels[i])"``
+    (``ylabels[i]`` for ``$y`` when given; ``labels[i]`` alone with ``raw``)."""
+    code = HOVER_RAW_LABEL_JS if raw else HOVER_LABEL_JS
+    fmt = CustomJSHover(args=dict(labels=list(labels)), code=code)
+    if ylabels is None:
+        return {"$x": fmt, "$y": fmt}
+    return {"$x": fmt, "$y": CustomJSHover(args=dict(labels=list(ylabels)), code=code)}
 
 
 def _layer_element(layer: Layer) -> hv.Element:
@@ -126,8 +140,10 @@ def _layer_element(layer: Layer) -> hv.Element:
         el = hv.VSpan(layer.lo, layer.hi)
     elif layer.kind == "text":
         el = hv.Text(layer.x, layer.y, layer.text, halign=st.pop("halign", "center"))
+    elif layer.kind == "rect":
+        el = hv.Rectangles([layer.bounds])
     else:
-        raise ValueError(f"expected a layer kind of image, bars, hline, vline, vspan or text but "
+        raise ValueError(f"expected a layer kind of image, bars, hline, vline, vspan, text or rect but "
                          f"found {layer.kind!r}")
     return el.opts(**st) if st else el
 
@@ -144,7 +160,7 @@ def to_element(frame: Frame) -> hv.Element | hv.Overlay:
         figure_opts["yticks"] = frame.yticks
     hover = {"hover_tooltips": frame.tooltips} if frame.tooltips else {}
     if frame.tooltips and frame.hover_labels is not None:
-        hover["hover_formatters"] = hover_formatters(frame.hover_labels)
+        hover["hover_formatters"] = hover_formatters(frame.hover_labels, frame.hover_ylabels, frame.hover_raw)
     layers = [_layer_element(layer) for layer in frame.layers]
     layers = [el.opts(default_tools=[], **(hover if layer.kind in ("image", "bars") else {}))
               for el, layer in zip(layers, frame.layers)]

@@ -1,4 +1,4 @@
-"""Pure functions for the "Trained heads" tab: attention maps -> figure frames, results -> HTML.
+"""Pure functions for the "Model heads" tab: attention maps -> figure frames, results -> HTML.
 
 Nothing here runs a model: every number comes from ``dashboard.heads.state.HeadsResult`` (one
 forward pass) and ``attention.head_metrics.HeadMetrics``. Frames are ``common.frames.Frame``s,
@@ -8,27 +8,41 @@ so a figure is drawn once by HoloViews (``to_element``) and then updated in plac
 Orientation (unit-tested): ``weights[q, k]`` is drawn with query ``q`` on y (0 at the top) and key
 ``k`` on x: ``hv.Image`` gets ``array[::-1]`` with ``bounds=(-.5, -.5, T-.5, T-.5)`` and
 ``invert_yaxis=True`` (``to_element`` does the flip), colour range pinned to ``(0, 1)``.
+
+The overview is **one** figure for every head (``overview_frame``): the ``L x H`` maps side by
+side in one image (a mosaic, ``Mosaic``), max-pooled so that a cell is at most ``cell_px``
+pixels a side, with a 1-pixel gap. One figure is cheap to draw and to update (one image
+buffer; 72 MiniLM maps at T=128 are 0.6 M pixels), and a model with another L x H only changes
+its data, ranges and size.
 """
 from __future__ import annotations
 
 import html
+import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import holoviews as hv
 import numpy as np
 
-from attention.head_metrics import HeadMetrics
+from attention.head_metrics import HeadMetrics, HeadRoles
 
-from ..common.frames import Frame, Layer, to_element
+from ..common.frames import Frame, Layer, nice_step, to_element
 from ..common.style import CMAP
-from .state import HeadsState, query_reading
+from .state import HeadsResult, HeadsState, is_hf, query_reading
 
 __all__ = [
     "CELL_SIZE",
     "MAIN_SIZE",
+    "Mosaic",
     "SELECTED_OUTLINE",
     "cell_frame",
     "head_role",
+    "mosaic_image",
+    "mosaic_layer",
+    "overview_frame",
+    "roles_table_html",
+    "selection_layer",
     "main_frame",
     "main_heatmap",
     "message_html",
@@ -41,17 +55,163 @@ __all__ = [
 CELL_SIZE = 128               # frame width/height of one overview map, px
 MAIN_SIZE = 430               # frame width/height of the main map, px
 SELECTED_OUTLINE = "#0891b2"  # outline of the selected overview map (cyan 600)
-ROLE_COLORS = {"previous-token": "#2563eb", "induction": "#c026d3"}
+ROLE_COLORS = {"previous-token": "#2563eb", "induction": "#c026d3", "next-token": "#0d9488",
+               "first-token": "#ea580c", "last-token": "#65a30d", "self": "#64748b"}
+ROLE_NAMES = {"previous-token": "previous-token", "next-token": "next-token",
+              "first-token": "[CLS] / first sink", "last-token": "[SEP] / end sink", "self": "self",
+              "induction": "induction"}
+GAP_COLOR = "#cbd5e1"         # the lines between the overview's maps (slate 300)
+MAIN_TICK_LIMIT = 48          # every token on the main map's axes up to this many positions
 
 
-def head_role(m: HeadMetrics | None, min_score: float = 0.5) -> str:
-    """``"previous-token"``, ``"induction"`` or ``""``: what a head does, by its higher score
-    at or above ``min_score``."""
+def head_role(m: HeadMetrics | HeadRoles | None, min_score: float = 0.5) -> str:
+    """What a head does: for the tiny models ``"previous-token"``, ``"induction"`` or ``""`` (the
+    higher score at or above ``min_score``); for Hugging Face models ``HeadRoles.role``."""
     if m is None:
         return ""
+    if isinstance(m, HeadRoles):
+        return m.role or ""
     scores = {"previous-token": m.previous_token, "induction": m.induction}
     role, score = max(scores.items(), key=lambda kv: kv[1])
     return role if score >= min_score else ""
+
+
+def _role_score(m: HeadMetrics | HeadRoles, role: str) -> float:
+    if isinstance(m, HeadRoles):
+        return m.role_score
+    return m.previous_token if role == "previous-token" else m.induction
+
+
+# ----------------------------------------------------------------------------------------------
+# the overview: every head in one figure
+@dataclass(frozen=True)
+class Mosaic:
+    """Where each head's map lies in the overview image.
+
+    ``f``: pooling factor (``f x f`` positions per pixel, max-pooled); ``side = ceil(T / f)``
+    pixels per map; maps are ``stride = side + 1`` apart (1 pixel of gap). Head ``h`` of layer
+    ``l`` covers columns ``h*stride .. h*stride+side-1`` and rows ``l*stride ..`` (row 0 at the
+    top); in data units pixel ``(row, col)`` is centred at ``(x=col, y=row)``.
+    """
+
+    L: int
+    H: int
+    T: int
+    f: int
+    side: int
+
+    @property
+    def stride(self) -> int:
+        return self.side + 1
+
+    @property
+    def width(self) -> int:
+        return self.H * self.stride - 1
+
+    @property
+    def height(self) -> int:
+        return self.L * self.stride - 1
+
+    @classmethod
+    def of(cls, L: int, H: int, T: int, cell_px: int) -> "Mosaic":
+        f = max(1, math.ceil(T / cell_px))
+        return cls(L, H, T, f, math.ceil(T / f))
+
+    def cell_at(self, x: float | None, y: float | None) -> tuple[int, int] | None:
+        """The ``(layer, head)`` under data point ``(x, y)``, None in a gap or outside."""
+        if x is None or y is None:
+            return None
+        col, row = round(x), round(y)
+        h, i = divmod(col, self.stride)
+        l, j = divmod(row, self.stride)
+        if not (0 <= h < self.H and 0 <= l < self.L and i < self.side and j < self.side):
+            return None
+        return l, h
+
+    def cell(self, image: np.ndarray, l: int, h: int) -> np.ndarray:
+        """Head ``(l, h)``'s (pooled) map cut out of the mosaic ``image`` (row 0 = query 0)."""
+        return image[l * self.stride:l * self.stride + self.side, h * self.stride:h * self.stride + self.side]
+
+
+def _pool(A: np.ndarray, f: int) -> np.ndarray:
+    """Max over ``f x f`` blocks of ``(..., T, T)`` maps (zero-padded at the far edges)."""
+    if f == 1:
+        return A
+    T = A.shape[-1]
+    n = math.ceil(T / f)
+    padded = np.zeros(A.shape[:-2] + (n * f, n * f), dtype=A.dtype)
+    padded[..., :T, :T] = A
+    return padded.reshape(A.shape[:-2] + (n, f, n, f)).max(axis=(-3, -1))
+
+
+def mosaic_image(weights: np.ndarray, mosaic: Mosaic) -> np.ndarray:
+    """``(L, H, T, T)`` weights -> the overview image ``(height, width)`` float32, NaN in the gaps."""
+    weights = np.asarray(weights, dtype=np.float32)
+    if weights.ndim != 4 or weights.shape[2] != weights.shape[3]:
+        raise ValueError(f"expected weights of shape (L, H, T, T) but found {weights.shape}")
+    m = mosaic
+    cells = _pool(weights, m.f)                                        # (L, H, side, side)
+    out = np.full((m.L, m.stride, m.H, m.stride), np.nan, dtype=np.float32)
+    out[:, :m.side, :, :m.side] = cells.transpose(0, 2, 1, 3)           # (L, side, H, side)
+    return out.reshape(m.L * m.stride, m.H * m.stride)[:m.height, :m.width]
+
+
+def mosaic_layer(weights: np.ndarray, mosaic: Mosaic) -> Layer:
+    """The overview's image layer (drawn once per result)."""
+    m = mosaic
+    return Layer("image", array=mosaic_image(weights, m), bounds=(-0.5, -0.5, m.width - 0.5, m.height - 0.5),
+                 style=dict(kdims=["x", "y"], vdims=[hv.Dimension("weight", range=(0, 1))], cmap=CMAP,
+                            clim=(0, 1), clipping_colors={"NaN": GAP_COLOR}))
+
+
+def selection_layer(mosaic: Mosaic, layer: int, head: int | None) -> Layer:
+    """The outline around the selected map (around the whole layer's row for ``head=None``)."""
+    m, s = mosaic, mosaic.stride
+    if head is None:
+        bounds = (-1.0, layer * s - 1.0, m.width, layer * s + m.side)
+    else:
+        bounds = (head * s - 1.0, layer * s - 1.0, head * s + m.side, layer * s + m.side)
+    return Layer("rect", bounds=bounds, style=dict(fill_alpha=0, line_color=SELECTED_OUTLINE, line_width=3))
+
+
+def _axis_labels(m: Mosaic, labels: Sequence[str], name: str) -> tuple[str, ...]:
+    """Hover text per mosaic column (``name="head"``: "H3 · 17 (cat)", head 3, key 17) or row
+    (``name="layer"``: layer, query); pooled maps name the range of positions ("H3 · 16-17")."""
+    out = []
+    n = m.H if name == "head" else m.L
+    for c in range(n * m.stride - 1):
+        i, j = divmod(c, m.stride)
+        if j >= m.side:
+            out.append("")
+        elif m.f == 1:
+            out.append(f"{name[0].upper()}{i} · {j} ({labels[j]})")
+        else:
+            lo, hi = j * m.f, min(m.T, (j + 1) * m.f) - 1
+            out.append(f"{name[0].upper()}{i} · {lo}-{hi}")
+    return tuple(out)
+
+
+def overview_frame(result: HeadsResult, image: Layer, selected: Layer, mosaic: Mosaic,
+                   cell_px: int) -> Frame:
+    """Every head of ``result`` in one figure: ``image`` (``mosaic_layer``) with the ``selected``
+    outline; heads ``H0 ..`` on x, layers ``L0 ..`` on y; hover names head, layer, query, key."""
+    m = mosaic
+    scale = cell_px / m.side if m.side < cell_px else 1.0
+    pooled_note = f" · max-pooled {m.f}×{m.f}" if m.f > 1 else ""
+    mid = m.side // 2
+    return Frame(
+        layers=(image, selected),
+        title=f"{m.L} layers × {m.H} heads = {m.L * m.H} maps{pooled_note}",
+        xlim=(-0.5, m.width - 0.5), ylim=(-0.5, m.height - 0.5), invert_yaxis=True,
+        xticks=[(h * m.stride + mid, f"H{h}") for h in range(m.H)],
+        yticks=[(l * m.stride + mid, f"L{l}") for l in range(m.L)],
+        tooltips=[("head · key", "$x{custom}"), ("layer · query", "$y{custom}"),
+                  ("weight", "@image{0.000}")],
+        hover_labels=_axis_labels(m, result.labels, "head"),
+        hover_ylabels=_axis_labels(m, result.labels, "layer"), hover_raw=True,
+        opts=dict(frame_width=max(120, round(m.width * scale)), frame_height=max(60, round(m.height * scale)),
+                  xlabel="head (key →)", ylabel="layer (query ↓)", fontsize={"title": "10pt"}),
+    )
 
 
 def _image_layer(weights: np.ndarray, **style) -> Layer:
@@ -85,33 +245,44 @@ def cell_frame(weights: np.ndarray, layer: int, head: int, role: str = "") -> Fr
     )
 
 
-def main_frame(weights: np.ndarray, tokens: Sequence[int], layer: int, head: int,
-               metrics: HeadMetrics | None = None) -> Frame:
-    """The large map of one head with every position and token id on both axes ("9:42").
+def _short(label: str, n: int = 12) -> str:
+    return label if len(label) <= n else label[:n - 1] + "…"
+
+
+def main_frame(weights: np.ndarray, tokens: Sequence, layer: int, head: int | None,
+               metrics: HeadMetrics | HeadRoles | None = None, *, of_heads: int = 0) -> Frame:
+    """The large map of one head with positions and tokens on both axes ("9:42", "1:cat").
 
     Args:
         weights: ``(T, T)``, row ``q`` = how query ``q`` spreads its attention over the keys.
-        tokens: the ``T`` input token ids (axis labels; repeated ids are fine).
-        layer, head: which head (for the title).
+        tokens: the ``T`` input tokens: ids or the tokenizer's spelling (axis labels and hover;
+            repeats are fine). Up to ``MAIN_TICK_LIMIT`` positions every one is labelled, beyond
+            that evenly spaced ones; the hover always names the token.
+        layer, head: which head (for the title); ``head=None`` for the mean of ``of_heads`` heads.
         metrics: the head's scores, summarised in the title. Default: none.
     """
     weights = _check_map(weights)
     T = weights.shape[0]
     if len(tokens) != T:
         raise ValueError(f"expected {T} tokens for a ({T}, {T}) map but found {len(tokens)}")
-    ticks = [(i, f"{i}:{t}") for i, t in enumerate(tokens)]       # position:token (id or word)
-    title = f"Layer {layer} · head {head}"
-    role = head_role(metrics)
-    if role:
-        score = metrics.previous_token if role == "previous-token" else metrics.induction
-        title += f" — {role} head (score {score:.2f})"
+    labels = tuple(str(t) for t in tokens)
+    step = 1 if T <= MAIN_TICK_LIMIT else nice_step(T, 24)
+    ticks = [(i, f"{i}:{_short(labels[i])}") for i in range(0, T, step)]     # position:token
+    if head is None:
+        title = f"Layer {layer} · mean of its {of_heads} heads"
+    else:
+        title = f"Layer {layer} · head {head}"
+        role = head_role(metrics)
+        if role:
+            title += f" — {ROLE_NAMES.get(role, role)} head (score {_role_score(metrics, role):.2f})"
     return Frame(
         layers=(_image_layer(weights, colorbar=True),), title=title,
         xlim=(-0.5, T - 0.5), ylim=(-0.5, T - 0.5), xticks=ticks, yticks=ticks, xrotation=90,
         invert_yaxis=True,
-        tooltips=[("query position", "$y{0}"), ("key position", "$x{0}"), ("weight", "@image{0.000}")],
+        tooltips=[("query", "$y{custom}"), ("key", "$x{custom}"), ("weight", "@image{0.000}")],
+        hover_labels=labels,
         opts=dict(frame_width=MAIN_SIZE, frame_height=MAIN_SIZE,
-                  xlabel="key (position:token id)", ylabel="query (position:token id)",
+                  xlabel="key (position:token)", ylabel="query (position:token)",
                   fontsize={"title": "11pt"}),
     )
 
@@ -178,38 +349,85 @@ def metrics_table_html(metrics: Sequence[HeadMetrics], selected: tuple[int, int]
     return f"<table class='ap-th-table'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+_ROLE_COLUMNS = (("previous-token", "previous_token", "previous"), ("next-token", "next_token", "next"),
+                 ("first-token", "first_token", "[CLS] / first"), ("last-token", "last_token", "[SEP] / end"),
+                 ("self", "self_token", "self"), ("induction", "induction", "induction"))
+
+
+def roles_table_html(roles: Sequence[HeadRoles], selected: tuple[int, int] | None = None) -> str:
+    """The head-roles table of a Hugging Face model: one row per head (``data-layer``/``data-head``),
+    the six role scores with bars, entropy, and the head's strongest role as a badge
+    (``ap-th-badge ap-th-best``, ``data-role``; scores of at least 0.5 only). Same classes as
+    ``metrics_table_html``; ``n/a`` where a score cannot be measured (NaN)."""
+    rows = []
+    for r in roles:
+        cells = "".join(
+            (_score_cell(getattr(r, attr), ROLE_COLORS[role], role) if not math.isnan(getattr(r, attr))
+             else f"<td class='ap-th-num' data-stat='{role}'>n/a</td>")
+            for role, attr, _ in _ROLE_COLUMNS)
+        badge = ("" if not r.role else
+                 f"<span class='ap-th-badge ap-th-best' data-role='{r.role}' "
+                 f"style='--role:{ROLE_COLORS[r.role]}'>{html.escape(ROLE_NAMES[r.role])}</span>")
+        classes = ["ap-th-row"] + (["ap-th-selected"] if (r.layer, r.head) == selected else []) \
+            + (["ap-th-flagged"] if r.role else [])
+        rows.append(f"<tr class='{' '.join(classes)}' data-layer='{r.layer}' data-head='{r.head}'>"
+                    f"<td>{r.layer}</td><td>{r.head}</td>{cells}"
+                    f"<td class='ap-th-num' data-stat='entropy'>{r.entropy:.2f}</td><td>{badge}</td></tr>")
+    head = ("<tr><th>layer</th><th>head</th>" + "".join(f"<th>{html.escape(t)}</th>" for *_, t in _ROLE_COLUMNS)
+            + "<th>entropy (nats)</th><th>role</th></tr>")
+    return f"<table class='ap-th-table'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
 # ----------------------------------------------------------------------------------------------
 # sentences
-def _tok(token: int) -> str:
-    return f"<b class='tok'>{token}</b>"
+def _tok(token) -> str:
+    return f"<b class='tok'>{html.escape(str(token))}</b>"
 
 
 def reading_html(th: HeadsState) -> str:
-    """What the selected query of the selected head reads, in a sentence (``.ap-th-reading``)."""
-    q = min(th.query, th.result.seq_len - 1)
-    rd = query_reading(th.result, th.layer, th.head, q)
+    """What the selected query of the selected head (or the layer's mean) reads, in a sentence
+    (``.ap-th-reading``)."""
+    r = th.result
+    q = min(th.query, r.seq_len - 1)
+    layer, head = min(th.layer, r.num_layers - 1), min(th.head, r.num_heads - 1)
+    rd = query_reading(r, layer, head, q, row=th.selected_weights()[q])
     why = {
         "previous": "the position just before it (previous-token pattern).",
-        "after-previous-occurrence": (f"the token that followed the earlier {_tok(rd['token'])} "
+        "next": "the position just after it (next-token pattern: the model reads both ways).",
+        "after-previous-occurrence": (f"the token that followed the earlier {_tok(rd['label'])} "
                                       f"at position {rd['occurrence']} (induction pattern)."),
         "self": "itself.",
+        "first": "the first position (a sink: [CLS] / the first token takes the weight a head has "
+                 "nowhere better to put).",
+        "last": "the last position (the end sink: [SEP] in a BERT input).",
         "": "a position with no simple relation to it.",
     }[rd["relation"]]
-    nxt = th.result.tokens[q + 1] if q + 1 < th.result.seq_len else None
-    verdict = ("" if nxt is None else
-               " ✓ correct" if rd["prediction"] == nxt else f" (the input has {_tok(nxt)})")
-    return (f"<div class='ap-th-line' data-query='{q}' data-top-key='{rd['key']}' "
-            f"data-relation='{rd['relation']}'>"
-            f"<b>Query {q}</b> holds token {_tok(rd['token'])}. Layer {th.layer} head {th.head} puts "
+    who = (f"The mean of layer {layer}'s {r.num_heads} heads" if th.aggregate
+           else f"Layer {layer} head {head}")
+    text = (f"<b>Query {q}</b> holds token {_tok(rd['label'])}. {who} puts "
             f"<b>{rd['weight']:.2f}</b> of its attention on key {rd['key']} (token "
-            f"{_tok(rd['key_token'])}): {why}<br>The model's next token after position {q}: "
-            f"{_tok(rd['prediction'])}{verdict}</div>")
+            f"{_tok(rd['key_label'])}): {why}")
+    if rd["prediction"] is not None:
+        nxt = r.tokens[q + 1] if q + 1 < r.seq_len else None
+        verdict = ("" if nxt is None else
+                   " ✓ correct" if rd["prediction"] == nxt else f" (the input has {_tok(nxt)})")
+        text += f"<br>The model's next token after position {q}: {_tok(rd['prediction'])}{verdict}"
+    return (f"<div class='ap-th-line' data-query='{q}' data-top-key='{rd['key']}' "
+            f"data-relation='{rd['relation']}'>{text}</div>")
 
 
 def summary_html(th: HeadsState) -> str:
-    """How often the model predicts the next token right on the input shown (``.ap-th-summary``)."""
+    """How often the model predicts the next token right on the input shown, or for a Hugging
+    Face model what it is and how the text was tokenized (``.ap-th-summary``)."""
     r = th.result
     T = r.seq_len
+    if r.predictions is None:
+        kind = "causal" if r.is_causal else "bidirectional (every token sees every other)"
+        special = [t for t in r.labels if t.startswith(("[", "<")) and t.endswith(("]", ">"))]
+        extra = f", special tokens {', '.join(_tok(t) for t in dict.fromkeys(special))} included" if special else ""
+        text = (f"<b>{html.escape(r.model_name)}</b>: {r.num_layers} layers × {r.num_heads} heads, "
+                f"attention {kind}. Your text is <b>{T} tokens</b> as its tokenizer splits it{extra}.")
+        return f"<div class='ap-th-line'>{text}</div>"
     hits = r.predictions[:-1] == np.asarray(r.tokens[1:])               # (T-1,) query i -> token i+1
     name = "trained model" if r.model == "trained" else "random model"
     if r.period is not None and T >= 4:
@@ -228,12 +446,24 @@ def summary_html(th: HeadsState) -> str:
 
 
 def message_html(th: HeadsState) -> str:
-    """The input message: why a custom input was rejected, or a hint (``.ap-th-message``)."""
+    """The model / input message: why a model cannot be shown (e.g. how to install MiniLM), why an
+    input was rejected, or a hint (``.ap-th-message``)."""
+    parts = []
+    if th.model_error:
+        shown = html.escape(th.result.model_name or th.result.model)
+        parts.append(f"<div class='ap-th-error' role='alert' data-error='model'>{_code(th.model_error)} "
+                     f"Showing the {shown}.</div>")
     if th.input_error:
-        return (f"<div class='ap-th-error' role='alert'>{html.escape(th.input_error)} "
-                f"Showing the last valid input.</div>")
-    if th.input_kind == "custom":
+        parts.append(f"<div class='ap-th-error' role='alert' data-error='input'>{html.escape(th.input_error)} "
+                     f"Showing the last valid input.</div>")
+    if not parts and th.input_kind == "custom" and not is_hf(th.result.model):
         n = th.result.seq_len
-        return (f"<div class='ap-th-ok'>{n} token{'s' if n != 1 else ''}. Repeat a few to see the "
-                f"induction head at work, e.g. <code>5 9 2 7 5 9 2</code>.</div>")
-    return ""
+        parts.append(f"<div class='ap-th-ok'>{n} token{'s' if n != 1 else ''}. Repeat a few to see the "
+                     f"induction head at work, e.g. <code>5 9 2 7 5 9 2</code>.</div>")
+    return "".join(parts)
+
+
+def _code(text: str) -> str:
+    """Escaped text with `backquoted` spans as <code>."""
+    pieces = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))

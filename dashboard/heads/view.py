@@ -1,29 +1,42 @@
-"""The "Trained heads" tab's live view: ``TrainedHeads`` (state + display) and ``TrainedHeadsView``.
+"""The "Model heads" tab's live view: ``ModelHeads`` (state + display) and ``ModelHeadsView``.
 
-``TrainedHeadsView`` (built by ``pn.panel(th)``, one per browser session or notebook output)
-draws a layers x heads overview of small maps (click one to open it in the main map), the main
-map with token ids on its axes (click a row to read that query), the head-metrics table and the
-explanations. Every figure is drawn once and updated in place through the view's update pipeline
-(``common.live.LiveView``).
+``ModelHeadsView`` (built by ``pn.panel(mh)``, one per browser session or notebook output) draws
+the layers x heads overview as **one** figure (every head's map side by side; click one to open
+it in the main map), the main map with positions and tokens on its axes (click a row to read that
+query), the per-query sentence, the head-metrics table with role badges and the explanations.
+Every figure is drawn once and updated in place through the view's update pipeline
+(``common.live.LiveView``); a model with another number of layers or heads only changes the
+overview's data, ranges and size. Loading a Hugging Face model (MiniLM: transformers' import and
+the weights, once per process) shows the loading spinner on the figures.
 
 CSS-class hooks for browser tests:
 
 ========================  ======================================================================
-``.ap-trained-heads``     the whole tab (``pn.Row``: sidebar + main column)
-``.ap-th-model``          model selector (``RadioButtonGroup``: trained / random)
+``.ap-model-heads``       the whole tab (``pn.Row``: sidebar + main column); also
+                          ``.ap-trained-heads`` (the tab's former name)
+``.ap-th-model``          model picker (``RadioButtonGroup``: trained / random / all-MiniLM-L6-v2
+                          / one button per ``--hf PATH`` the server was started with)
 ``.ap-th-random-seed``    seed of the random weights (``IntInput``; shown for the random model)
-``.ap-th-input``          input selector (``RadioButtonGroup``: preset / custom)
+``.ap-th-input``          input selector (``RadioButtonGroup``: preset / custom; tiny models)
 ``.ap-th-seed``           seed of the preset tokens (``IntInput``; shown for the preset)
 ``.ap-th-tokens``         custom token ids (``TextInput``, commits on Enter; shown for custom)
-``.ap-th-message``        input message pane; holds ``.ap-th-error`` when the input is invalid
+``.ap-th-text``           your text (``TextInput``, commits on Enter; shown for Hugging Face models)
+``.ap-th-message``        message pane; holds ``.ap-th-error`` (``data-error="model"``: the model
+                          cannot be loaded, e.g. MiniLM not installed, with the pip command;
+                          ``data-error="input"``: the input was rejected)
 ``.ap-th-layer``          layer selector, ``.ap-th-head`` head selector (``RadioButtonGroup``)
-``.ap-th-overview``       the grid: ``.ap-th-cell`` figures, also ``.ap-th-cell-<layer>-<head>``;
-                          the selected one also has ``.ap-th-selected``
-``.ap-th-main``           the main map (title "Layer l · head h ...")
-``.ap-th-reading``        what the selected query reads (``[data-query]``, ``[data-top-key]``)
-``.ap-th-metrics``        the metrics table (rows ``tr[data-layer][data-head]``, badges
-                          ``.ap-th-badge[data-role]``, ``.ap-th-best`` for the flagged heads)
-``.ap-th-summary``        the model's next-token predictions on the input
+``.ap-th-aggregate``      "Mean over the layer's heads" (``Checkbox``)
+``.ap-th-overview``       the overview figure: title "L layers × H heads = N maps", heads ``H0 ..``
+                          on the x axis, layers ``L0 ..`` on the y axis; the selected map is
+                          outlined. A click on a map opens it in the main map
+``.ap-th-main``           the main map (title "Layer l · head h ..." or "Layer l · mean of its
+                          H heads"); tick labels ``position:token``
+``.ap-th-reading``        what the selected query reads (``[data-query]``, ``[data-top-key]``,
+                          ``[data-relation]``)
+``.ap-th-metrics``        the metrics table (rows ``tr[data-layer][data-head]``, the selected row
+                          ``tr.ap-th-selected``, badges ``.ap-th-badge[data-role]``,
+                          ``.ap-th-best`` for the flagged heads)
+``.ap-th-summary``        the model's next-token predictions on the input, or what the model is
 ``.ap-th-caveat``         the "weights are not explanations" note
 ``.ap-state``             the state id every figure shows (see ``common.live``)
 ========================  ======================================================================
@@ -32,19 +45,24 @@ from __future__ import annotations
 
 import panel as pn
 
+from ..common.figures import LivePlot
 from ..common.frames import with_marker
 from ..common.lazy import BuiltWhenShown
-from ..common.figures import LivePlot
 from ..common.live import LiveView
 from ..common.panes import caveat, clamp_index, figure_pane, markdown, widgets_from_spec
 from ..common.style import SECTION_STYLES
 from . import plots
-from .state import RANDOM_STD, HeadsState
+from .state import MINILM, RANDOM_STD, HeadsState, is_hf
 from .text import CSS, TEXT
 
-__all__ = ["TrainedHeads", "TrainedHeadsView", "WIDGETS"]
+__all__ = ["ModelHeads", "ModelHeadsView", "TrainedHeads", "TrainedHeadsView", "WIDGETS", "cell_px"]
 
 _BUTTONS = dict(type=pn.widgets.RadioButtonGroup, color="primary", variant="outline")
+WRAP_BUTTONS = """
+.bk-btn-group { flex-wrap: wrap; }
+.bk-btn-group > .bk-btn { flex: 1 0 34px; min-width: 34px; }
+"""
+"""12 head buttons do not fit the sidebar in one row: let them wrap (MiniLM)."""
 WIDGETS = {
     "model": {**_BUTTONS, "css_classes": ["ap-th-model"], "orientation": "vertical"},
     "random_seed": {"type": pn.widgets.IntInput, "css_classes": ["ap-th-random-seed"]},
@@ -52,13 +70,23 @@ WIDGETS = {
     "seed": {"type": pn.widgets.IntInput, "css_classes": ["ap-th-seed"]},
     "custom_tokens": {"type": pn.widgets.TextInput, "css_classes": ["ap-th-tokens"],
                       "placeholder": "e.g. 5 9 2 7 5 9 2, then Enter"},
-    "layer": {**_BUTTONS, "css_classes": ["ap-th-layer"]},
-    "head": {**_BUTTONS, "css_classes": ["ap-th-head"]},
+    "text": {"type": pn.widgets.TextInput, "css_classes": ["ap-th-text"],
+             "placeholder": "a sentence, then Enter"},
+    "layer": {**_BUTTONS, "css_classes": ["ap-th-layer"], "sizing_mode": "stretch_width",
+              "stylesheets": [WRAP_BUTTONS]},
+    "head": {**_BUTTONS, "css_classes": ["ap-th-head"], "sizing_mode": "stretch_width",
+             "stylesheets": [WRAP_BUTTONS]},
+    "aggregate": {"type": pn.widgets.Checkbox, "css_classes": ["ap-th-aggregate"]},
 }
 """The sidebar's widgets: ``{parameter: {"type": Widget, **options}}`` (``widgets_from_spec``)."""
 
-_OUTLINE = {True: dict(outline_line_color="#0891b2", outline_line_width=4, outline_line_alpha=1.0),
-            False: dict(outline_line_color="#e5e5e5", outline_line_width=1, outline_line_alpha=1.0)}
+NOTES = {"trained": "", "random": "random", MINILM: "minilm"}
+"""Which ``TEXT`` note goes with a model key (served models: ``"served"``)."""
+
+
+def cell_px(num_heads: int) -> int:
+    """Pixels a side of one overview map: 128 for the 4 heads of the tiny models, 64 for 12."""
+    return max(48, min(128, 768 // max(1, num_heads)))
 
 
 def _md(key: str, **fmt) -> pn.pane.Markdown:
@@ -70,29 +98,30 @@ def state_id(th: HeadsState) -> str:
     """What the figures show: model, input and selection."""
     r = th.result
     seed = "-" if r.random_seed is None else r.random_seed
+    head = "mean" if th.aggregate else min(th.head, r.num_heads - 1)
     return (f"model={r.model} weights_seed={seed} tokens={','.join(map(str, r.tokens))} "
-            f"layer={th.layer} head={th.head} q={min(th.query, r.seq_len - 1)}")
+            f"layer={min(th.layer, r.num_layers - 1)} head={head} q={min(th.query, r.seq_len - 1)}")
 
 
-class TrainedHeadsView(LiveView):
-    """Widgets and live figures for one ``TrainedHeads`` (one per browser session or output).
+class ModelHeadsView(LiveView):
+    """Widgets and live figures for one ``ModelHeads`` (one per browser session or output).
 
     Attributes:
         layout: the Panel component to show.
-        cells: ``{(layer, head): LivePlot}`` of the overview; ``main_plot``: the main map.
+        overview: the overview ``LivePlot`` (every head in one figure; ``mosaic`` says where each
+            head lies); ``main_plot``: the main map.
     """
+
+    _WATCH = ["result", "metrics", "layer", "head", "query", "aggregate", "input_error", "model_error",
+              "model", "input_kind"]
 
     def __init__(self, th: HeadsState):
         super().__init__(th)
         self.th = th
         self.widgets = widgets_from_spec(th, WIDGETS)
-        r = th.result
-        self.cells: dict[tuple[int, int], LivePlot] = {}
-        for l in range(r.num_layers):
-            for h in range(r.num_heads):
-                live = LivePlot(self._cell_frame(l, h))
-                live.figure.on_event("tap", lambda event, l=l, h=h: self._on_tap_cell(l, h))
-                self.cells[l, h] = live
+        self._image_for = None                      # the result the overview image was made from
+        self.overview = LivePlot(self._overview_frame())
+        self.overview.figure.on_event("tap", self._on_tap_overview)
         self.main_plot = LivePlot(self._main_frame())
         self.main_plot.figure.on_event("tap", self._on_tap_main)
         self.reading = pn.pane.HTML(plots.reading_html(th), css_classes=["ap-th-reading"],
@@ -102,80 +131,101 @@ class TrainedHeadsView(LiveView):
                                     stylesheets=[CSS], sizing_mode="stretch_width")
         self.message = pn.pane.HTML(plots.message_html(th), css_classes=["ap-th-message"],
                                     stylesheets=[CSS], sizing_mode="stretch_width")
-        self.random_note = _md("random", std=RANDOM_STD)
-        self._shown = (r, th.metrics, th.layer, th.head, th.query, th.input_error, th.model,
-                       th.input_kind)
-        self._show_selection()
+        self.notes = {key: _md(key, std=RANDOM_STD) for key in ("random", "minilm", "served")}
+        self.random_note = self.notes["random"]
+        self.kinds = {"tiny": _md("kinds", offset=th.max_len // 2 - 1), "hf": _md("hf_kinds")}
+        self.metrics_text = {"tiny": _md("metrics"), "hf": _md("hf_metrics")}
+        self._shown = self._now()
         self._show_widgets()
         self.layout = self._assemble()
-        self.start(["result", "metrics", "layer", "head", "query", "input_error", "model", "input_kind"])
+        self.start(self._WATCH)
+
+    def _now(self) -> tuple:
+        th = self.th
+        return tuple(getattr(th, name) for name in self._WATCH)
 
     # -- the pipeline's parts ----------------------------------------------------------------------
     def state_id(self) -> str:
         return state_id(self.th)
 
     def figures(self) -> list:
-        return [live.figure for live in self.cells.values()] + [self.main_plot.figure]
+        return [self.overview.figure, self.main_plot.figure]
+
+    def loading_targets(self) -> list:
+        return [self.figure_column]
 
     def show(self, changed: set[str]) -> str:
         th = self.th
-        now = (th.result, th.metrics, th.layer, th.head, th.query, th.input_error, th.model,
-               th.input_kind)
+        now = self._now()
         sid = state_id(th)
-        r0, m0, l0, h0, q0, e0, model0, kind0 = self._shown
-        r, m, l, h, q, e, model, kind = now
-        new_data = r is not r0 or m is not m0
+        old = dict(zip(self._WATCH, self._shown))
+        new = dict(zip(self._WATCH, now))
+        diff = {k for k in self._WATCH if old[k] is not new[k] and old[k] != new[k]}
+        new_data = bool(diff & {"result", "metrics"})
+        selection = bool(diff & {"layer", "head", "aggregate"})
+        if new_data or selection:
+            self.overview.update(self._overview_frame())
         if new_data:
-            for (cl, ch), live in self.cells.items():
-                live.update(self._cell_frame(cl, ch))
             self.summary.object = plots.summary_html(th)
-        if new_data or (l, h, q) != (l0, h0, q0):
+        if new_data or selection or "query" in diff:
             self.main_plot.update(self._main_frame())
             self.reading.object = plots.reading_html(th)
-        if m is not m0 or (l, h) != (l0, h0):
+        if new_data or selection:
             self.table.object = self._table_html()
-            self._show_selection()
-        if (e, kind) != (e0, kind0) or r is not r0:
+        if diff & {"input_error", "model_error", "input_kind", "result"}:
             self.message.object = plots.message_html(th)
-        if (model, kind) != (model0, kind0):
+        if diff & {"model", "input_kind", "result"}:
             self._show_widgets()
         self._shown = now
         return sid
 
     # -- frames ------------------------------------------------------------------------------------
-    def _cell_frame(self, l: int, h: int):
-        m = self.th.head_metrics_of(l, h)
-        return plots.cell_frame(self.th.result.weights[l, h], l, h, plots.head_role(m))
+    def _overview_frame(self):
+        th, r = self.th, self.th.result
+        px = cell_px(r.num_heads)
+        if self._image_for is not r:
+            self.mosaic = plots.Mosaic.of(r.num_layers, r.num_heads, r.seq_len, px)
+            self._image = plots.mosaic_layer(r.weights, self.mosaic)
+            self._image_for = r
+        layer, head = min(th.layer, r.num_layers - 1), min(th.head, r.num_heads - 1)
+        selected = plots.selection_layer(self.mosaic, layer, None if th.aggregate else head)
+        return plots.overview_frame(r, self._image, selected, self.mosaic, px)
 
     def _main_frame(self):
-        th = self.th
-        frame = plots.main_frame(th.selected_weights(), th.result.tokens, th.layer, th.head,
-                                 th.head_metrics_of(th.layer, th.head))
-        return with_marker(frame, min(th.query, th.result.seq_len - 1))
+        th, r = self.th, self.th.result
+        layer, head = min(th.layer, r.num_layers - 1), min(th.head, r.num_heads - 1)
+        frame = plots.main_frame(th.selected_weights(), r.labels, layer, None if th.aggregate else head,
+                                 th.head_metrics_of(layer, head), of_heads=r.num_heads)
+        return with_marker(frame, min(th.query, r.seq_len - 1))
 
     def _table_html(self) -> str:
-        return plots.metrics_table_html(self.th.metrics, selected=(self.th.layer, self.th.head))
-
-    def _show_selection(self) -> None:
-        """Outline the selected overview map (and give it the class ``ap-th-selected``)."""
-        chosen = (self.th.layer, self.th.head)
-        for key, live in self.cells.items():
-            fig, on = live.figure, key == chosen
-            fig.update(**{k: v for k, v in _OUTLINE[on].items() if getattr(fig, k) != v})
-            classes = [c for c in fig.css_classes if c != "ap-th-selected"] + (["ap-th-selected"] if on else [])
-            if classes != list(fig.css_classes):
-                fig.css_classes = classes
+        th = self.th
+        selected = (th.layer, th.head)
+        if is_hf(th.result.model):
+            return plots.roles_table_html(th.metrics, selected=selected)
+        return plots.metrics_table_html(th.metrics, selected=selected)
 
     def _show_widgets(self) -> None:
         th, w = self.th, self.widgets
+        hf = is_hf(th.model)
         w["random_seed"].visible = th.model == "random"
-        w["seed"].visible = th.input_kind == "preset"
-        w["custom_tokens"].visible = th.input_kind == "custom"
-        self.random_note.visible = th.model == "random"
+        w["input_kind"].visible = not hf
+        w["seed"].visible = not hf and th.input_kind == "preset"
+        w["custom_tokens"].visible = not hf and th.input_kind == "custom"
+        w["text"].visible = hf
+        note = NOTES.get(th.model, "served")
+        for key, pane in self.notes.items():
+            pane.visible = key == note
+        shown_hf = is_hf(th.result.model)
+        for key in ("tiny", "hf"):
+            self.kinds[key].visible = (key == "hf") == shown_hf
+            self.metrics_text[key].visible = (key == "hf") == shown_hf
 
     # -- events ------------------------------------------------------------------------------------
-    def _on_tap_cell(self, layer: int, head: int) -> None:
-        self.th.param.update(layer=layer, head=head)
+    def _on_tap_overview(self, event) -> None:
+        cell = self.mosaic.cell_at(event.x, event.y)
+        if cell is not None:
+            self.th.param.update(layer=cell[0], head=cell[1], aggregate=False)
 
     def _on_tap_main(self, event) -> None:
         q = clamp_index(event.y, self.th.result.seq_len)
@@ -189,42 +239,39 @@ class TrainedHeadsView(LiveView):
         sidebar = pn.Column(
             pn.pane.Markdown("#### Controls", margin=(0, 10)),
             label("Model"), w["model"], w["random_seed"],
-            label("Input"), w["input_kind"], w["seed"], w["custom_tokens"], self.message,
+            label("Input"), w["input_kind"], w["seed"], w["custom_tokens"], w["text"], self.message,
             label("Main map"), pn.Row(pn.pane.Markdown("layer", width=45, margin=(12, 0, 0, 10)), w["layer"]),
             pn.Row(pn.pane.Markdown("head", width=45, margin=(12, 0, 0, 10)), w["head"]),
+            w["aggregate"],
             caveat(TEXT["caveat"], "ap-th-caveat"), self.state_pane,
-            width=310, css_classes=["ap-th-sidebar"],
+            width=330, css_classes=["ap-th-sidebar"],
         )
         section = dict(sizing_mode="stretch_width", styles=dict(SECTION_STYLES))
-        r = self.th.result
-        rows = []
-        for l in range(r.num_layers):
-            name = pn.pane.HTML(f"<div class='ap-th-ok' style='writing-mode:vertical-rl;"
-                                f"transform:rotate(180deg);font-weight:600'>layer {l}</div>",
-                                width=24, stylesheets=[CSS], margin=(40, 0, 0, 0))
-            rows.append(pn.Row(name, *[figure_pane(self.cells[l, h].figure, "ap-th-cell",
-                                                   f"ap-th-cell-{l}-{h}")
-                                       for h in range(r.num_heads)], margin=0))
-        overview_grid = pn.Column(*rows, css_classes=["ap-th-overview"], margin=0)
-        period = self.th.max_len // 2
-        overview = pn.Column(_md("overview"), self.random_note, self.summary,
-                             pn.Row(overview_grid, pn.Column(_md("kinds", offset=period - 1), width=420),
+        overview = pn.Column(_md("overview"), *self.notes.values(), self.summary,
+                             pn.Row(figure_pane(self.overview.figure, "ap-th-overview"),
+                                    pn.Column(*self.kinds.values(), width=420),
                                     styles={"flex-wrap": "wrap"}, sizing_mode="stretch_width"),
                              **section)
         main = pn.Column(_md("main"), pn.Row(figure_pane(self.main_plot.figure, "ap-th-main"),
                                              self.reading, styles={"flex-wrap": "wrap"},
                                              sizing_mode="stretch_width"), **section)
-        metrics = pn.Column(_md("metrics"), self.table, **section)
-        body = pn.Column(_md("intro"), overview, main, metrics, sizing_mode="stretch_width",
+        metrics = pn.Column(*self.metrics_text.values(), self.table, **section)
+        self.figure_column = pn.Column(overview, main, sizing_mode="stretch_width")
+        body = pn.Column(_md("intro"), self.figure_column, metrics, sizing_mode="stretch_width",
                          css_classes=["ap-th-body"])
-        return pn.Row(sidebar, body, sizing_mode="stretch_width", css_classes=["ap-trained-heads"],
-                      name="Trained heads")
+        return pn.Row(sidebar, body, sizing_mode="stretch_width",
+                      css_classes=["ap-model-heads", "ap-trained-heads"], name="Model heads")
 
 
-class TrainedHeads(HeadsState, pn.viewable.Viewer):
-    """``HeadsState`` that displays itself (``pn.panel(th)``, or ``th`` in a notebook)."""
+class ModelHeads(HeadsState, pn.viewable.Viewer):
+    """``HeadsState`` that displays itself (``pn.panel(mh)``, or ``mh`` in a notebook)."""
 
     def __panel__(self) -> pn.viewable.Viewable:
         """A new live view each time (Bokeh figures belong to one document / output cell), built
         when first shown."""
-        return BuiltWhenShown(lambda: TrainedHeadsView(self).layout, name="Trained heads")
+        return BuiltWhenShown(lambda: ModelHeadsView(self).layout, name="Model heads")
+
+
+TrainedHeads = ModelHeads
+"""The tab's former name (kept for notebooks and scripts)."""
+TrainedHeadsView = ModelHeadsView

@@ -27,7 +27,7 @@ from torch import Tensor
 from attention.verify import LeakReport
 
 from ..common.style import BLOCKED_COLOR, KEEP_COLOR, verdict_badge_html
-from .state import LeakResult
+from .state import SERVED, LeakResult, served_target
 
 __all__ = [
     "ALLOWED_COLOR",
@@ -360,6 +360,14 @@ def first_leak_html(report: LeakReport) -> str:
 def description_html(res: LeakResult) -> str:
     """The model's card: BUGGY/CORRECT, its description and the relation it must respect."""
     e = res.entry
+    if e is None:                                      # a Hugging Face model given to the server
+        own = "causal" if served_target(res.model[len(SERVED):])[3] else "full"
+        return (f'<div class="ap-leak-card"><span class="ap-leak-tag">SERVED</span>'
+                f'<div>{html.escape(res.model[3:])}: a Hugging Face model given to the server '
+                f'(<code>--hf</code>), checked through its input embeddings (rows of its own '
+                f'embedding table).</div>'
+                f'<div class="ap-leak-rel">Must respect: <b>{own}</b> (from its config)'
+                f'</div></div>')
     tag = ('<span class="ap-leak-tag ap-buggy">BUGGY</span>' if e.buggy
            else '<span class="ap-leak-tag ap-correct">CORRECT</span>')
     own = getattr(e.allowed(res.seq_len), "__name__", "its relation")

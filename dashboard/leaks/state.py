@@ -4,22 +4,31 @@
 (``ld.report``). The expensive part, the exact dependency map and the prefix sweep, runs once per
 (model, ``T``, seed) through :func:`attention.verify.check_entry` and is cached; changing only the
 allowed relation re-checks the cached map with :func:`~attention.verify.leaks_in_map` (no model
-call; ``ld.n_computes`` counts the real computations). Headless: ``dashboard.leaks.LeakDetector``
-is the displayable version.
+call; ``ld.n_computes`` counts the real computations). ``LeakState(served=[path, ...])`` also
+offers Hugging Face model directories (the app's ``--hf PATH``) as ``"hf:<path>"``: loaded once
+per process with :func:`attention.hf.verify_target`, checked on rows of their own embedding table
+against their own relation (causal or full, from the config). Headless:
+``dashboard.leaks.LeakDetector`` is the displayable version.
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import param
+import torch
 
-from attention.verify import LeakReport, check_entry, dense_allowed, leaks_in_map, sweep_checked_prefixes
+from attention.hf import embedding_inputs, resolve_model_path, verify_target
+from attention.verify import (LeakReport, check_entry, dense_allowed, leak_report, leaks_in_map,
+                              sweep_checked_prefixes)
 from attention.zoo import ZOO, parse_relation
 
 from ..common.recompute import Recomputing
 
-__all__ = ["BUGGY", "CORRECT", "LeakResult", "LeakState", "OWN", "RELATION_CHOICES", "rechecked"]
+__all__ = ["BUGGY", "CORRECT", "LeakResult", "LeakState", "OWN", "RELATION_CHOICES", "SERVED", "rechecked",
+           "served_target"]
 
 DIM = 16                     # features of every zoo model and input
 BATCH = 2                    # input batch (BatchNorm in training mode needs more than one item)
@@ -41,6 +50,7 @@ RELATION_CHOICES: dict[str, str] = {
 }
 """Allowed relations offered in the tab: label -> ``OWN`` or a :func:`attention.zoo.parse_relation` spec."""
 
+SERVED = "hf:"               # model keys of Hugging Face models given to the server: "hf:<path>"
 BUGGY = [name for name, e in ZOO.items() if e.buggy]
 CORRECT = [name for name, e in ZOO.items() if not e.buggy]
 
@@ -73,6 +83,34 @@ def rechecked(report: LeakReport, allowed, name: str | None = None) -> LeakRepor
                    allowed_name=name, passed=not leaks and not moved)
 
 
+_LOAD_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=4)
+def _served_target(path: str):
+    return verify_target(path)
+
+
+def served_target(path: str):
+    """``attention.hf.verify_target(path)`` (embeddings model, E, max positions, causal), loaded once
+    per process."""
+    with _LOAD_LOCK:
+        return _served_target(path)
+
+
+def _valid_served(paths) -> list[str]:
+    """The served paths that are model directories (checked without loading: config.json and
+    safetensors weights); others are left out of the picker."""
+    ok = []
+    for p in paths:
+        try:
+            if resolve_model_path(p) is not None:
+                ok.append(str(p))
+        except (ValueError, TypeError):
+            pass
+    return ok
+
+
 @dataclass(frozen=True, eq=False)
 class LeakResult:
     """A report with the parameters it was computed for (what the view shows, all of one piece)."""
@@ -85,8 +123,8 @@ class LeakResult:
 
     @property
     def entry(self):
-        """The :class:`attention.zoo.ZooEntry` of ``model``."""
-        return ZOO[self.model]
+        """The :class:`attention.zoo.ZooEntry` of ``model`` (None for a served Hugging Face model)."""
+        return ZOO.get(self.model)
 
 
 class LeakState(Recomputing):
@@ -119,24 +157,34 @@ class LeakState(Recomputing):
 
     _inputs = ("model", "allowed", "seq_len", "seed")
 
-    def __init__(self, **params):
+    def __init__(self, served=(), **params):
         self.n_computes = 0
         self._cache: OrderedDict[tuple, LeakReport] = OrderedDict()
+        self.served = [SERVED + p for p in _valid_served(served)]
+        model = params.pop("model", None)
         super().__init__(**params)
+        if self.served:
+            self.param.model.objects = list(ZOO) + self.served
+        if model is not None:
+            with param.parameterized.discard_events(self):
+                self.model = model
         self.refresh()
 
     @property
     def entry(self):
-        """The :class:`attention.zoo.ZooEntry` of the selected model."""
-        return ZOO[self.model]
+        """The :class:`attention.zoo.ZooEntry` of the selected model (None for a served one)."""
+        return ZOO.get(self.model)
 
     def relation(self, allowed: str | None = None, seq_len: int | None = None,
                  model: str | None = None):
         """An allowed relation (default: the selected one) at ``seq_len`` as a ``mask_mod``."""
         allowed = self.allowed if allowed is None else allowed
         T = self.seq_len if seq_len is None else seq_len
+        model = self.model if model is None else model
         if allowed == OWN:
-            return ZOO[self.model if model is None else model].allowed(T)
+            if model.startswith(SERVED):
+                return parse_relation("causal" if served_target(model[len(SERVED):])[3] else "full", T)
+            return ZOO[model].allowed(T)
         return parse_relation(allowed, T)
 
     def measurement(self, model: str | None = None, seq_len: int | None = None,
@@ -149,7 +197,12 @@ class LeakState(Recomputing):
             self._cache.move_to_end(key)
             return self._cache[key]
         with self._working():
-            report = check_entry(key[0], seq_len=key[1], dim=DIM, batch=BATCH, seed=key[2])
+            if key[0].startswith(SERVED):           # a Hugging Face model given with --hf
+                f = served_target(key[0][len(SERVED):])[0]
+                x = embedding_inputs(f, BATCH, key[1], torch.Generator().manual_seed(key[2]))
+                report = leak_report(f, x, self.relation(OWN, key[1], key[0]), seed=key[2])
+            else:
+                report = check_entry(key[0], seq_len=key[1], dim=DIM, batch=BATCH, seed=key[2])
             self.n_computes += 1
         self._cache[key] = report
         while len(self._cache) > CACHE_SIZE:

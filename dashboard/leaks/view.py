@@ -7,7 +7,8 @@ CSS-class hooks for browser tests (on the component's host element):
 
 ==========================  ==================================================================
 ``.ap-leak-detector``       the tab's root (a ``pn.Row``: sidebar + main column)
-``.ap-leak-model``          zoo model (``Select`` grouped into buggy / correct)
+``.ap-leak-model``          zoo model (``Select`` grouped into buggy / correct, plus "Served (--hf)":
+                            the Hugging Face models the server was started with)
 ``.ap-leak-allowed``        allowed relation (``Select``)
 ``.ap-leak-seq-len``        sequence length T (``IntSlider``)
 ``.ap-leak-seed``           seed (``IntInput``)
@@ -88,7 +89,8 @@ class LeakDetectorView(LiveView):
         res = ld.result
         self._local = threading.local()
         self.model_select = pn.widgets.Select(
-            label=ld.param.model.label, groups={"Buggy: must FAIL": BUGGY, "Correct: must PASS": CORRECT},
+            label=ld.param.model.label, groups={"Buggy: must FAIL": BUGGY, "Correct: must PASS": CORRECT,
+                                                **({"Served (--hf)": ld.served} if ld.served else {})},
             value=ld.model, description=" ".join(ld.param.model.doc.split()),
             css_classes=["ap-leak-model"], sizing_mode="stretch_width")
         self.model_select.param.watch(self._on_model_widget, "value")

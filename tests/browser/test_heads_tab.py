@@ -1,8 +1,7 @@
-"""The "Trained heads" tab of the served app in chromium: the overview grid, the metrics table and
-a click on a small map that opens it in the main view."""
+"""The "Model heads" tab of the served app in chromium: the overview (one figure for every head),
+the metrics table, a click on a map that opens it in the main view, and all-MiniLM-L6-v2 reading a
+typed sentence (72 maps, its tokens on the axes)."""
 from __future__ import annotations
-
-import re
 
 import pytest
 
@@ -10,16 +9,27 @@ from _harness import clipped_figures, figure_frame_point, figure_title, open_app
 
 pytestmark = pytest.mark.browser
 
+_AXIS_LABELS_JS = """(el, side) => {
+    const view = [...Bokeh.index.all_views()].find(v => v.el === el && v.frame !== undefined);
+    const axis = view.model[side][0];
+    const o = axis.major_label_overrides;
+    return (o instanceof Map ? [...o.values()] : Object.values(o)).map(String);
+}"""
 
-def open_trained_heads(page) -> None:
-    page.locator(".ap-tabs .bk-tab", has_text="Trained heads").first.click()
+
+def open_model_heads(page) -> None:
+    page.locator(".ap-tabs .bk-tab", has_text="Model heads").first.click()
     page.locator(".ap-th-main").first.wait_for(state="visible", timeout=60_000)
 
 
-def selected_cell(page) -> tuple[int, int]:
-    cls = page.locator(".ap-th-cell.ap-th-selected").first.get_attribute("class") or ""
-    layer, head = re.search(r"\bap-th-cell-(\d+)-(\d+)\b", cls).groups()
-    return int(layer), int(head)
+def axis_labels(page, css: str, side: str = "below") -> list[str]:
+    """The tick labels of a figure's x (``below``) or y (``left``) axis, as the browser has them."""
+    return page.locator(css).first.evaluate(_AXIS_LABELS_JS, side)
+
+
+def selected_row(page) -> tuple[int, int]:
+    row = page.locator(".ap-th-metrics tr.ap-th-selected")
+    return int(row.get_attribute("data-layer")), int(row.get_attribute("data-head"))
 
 
 def flagged_row(page, role: str) -> tuple[int, int]:
@@ -27,28 +37,56 @@ def flagged_row(page, role: str) -> tuple[int, int]:
     return int(row.get_attribute("data-layer")), int(row.get_attribute("data-head"))
 
 
-def test_clicking_a_small_map_opens_that_head_in_the_main_view(context, app_server):
+def test_clicking_a_map_in_the_overview_opens_that_head_in_the_main_view(context, app_server):
     page = context.new_page()
     watch = open_app(page, app_server.url)
-    open_trained_heads(page)
+    open_model_heads(page)
 
-    cells = page.locator(".ap-th-cell")
-    wait_for(page, lambda: cells.count() == 8, what="8 overview maps (2 layers x 4 heads)")
+    assert figure_title(page, ".ap-th-overview").startswith("2 layers × 4 heads = 8 maps")
+    assert axis_labels(page, ".ap-th-overview") == ["H0", "H1", "H2", "H3"]
     assert page.locator(".ap-th-metrics tr[data-layer]").count() == 8
     assert flagged_row(page, "previous-token")[0] == 0
     induction = flagged_row(page, "induction")
     assert induction[0] == 1
-    assert selected_cell(page) == induction          # opens on the induction head
+    assert selected_row(page) == induction          # opens on the induction head
     assert figure_title(page, ".ap-th-main").startswith(f"Layer {induction[0]} · head {induction[1]}")
 
-    px, py = figure_frame_point(page, ".ap-th-cell-0-2", 10, 20)
+    stride = 33                                      # 32 positions + a 1-pixel gap per map
+    px, py = figure_frame_point(page, ".ap-th-overview", 2 * stride + 10, 20)
     page.mouse.click(px, py)
     wait_for(page, lambda: figure_title(page, ".ap-th-main").startswith("Layer 0 · head 2"),
              what="main map title 'Layer 0 · head 2'")
-    assert selected_cell(page) == (0, 2)
-    row = page.locator(".ap-th-metrics tr.ap-th-selected")
-    assert (row.get_attribute("data-layer"), row.get_attribute("data-head")) == ("0", "2")
+    assert selected_row(page) == (0, 2)
     assert page.locator(".ap-th-head .bk-btn.bk-active").inner_text().strip() == "2"
+
+    assert clipped_figures(page) == []
+    assert watch.errors() == [], f"console errors: {watch.errors()}"
+    app_server.check_log()
+
+
+def test_minilm_reads_a_typed_sentence_with_72_maps_and_its_tokens_on_the_axes(context, app_server):
+    page = context.new_page()
+    watch = open_app(page, app_server.url)
+    open_model_heads(page)
+
+    if page.locator(".ap-th-model .bk-btn", has_text="not installed").count():
+        pytest.skip("all-MiniLM-L6-v2 is not installed here")
+    page.locator(".ap-th-model .bk-btn", has_text="all-MiniLM-L6-v2").first.click()
+    # the first load in the server process imports transformers and reads the weights
+    wait_for(page, lambda: figure_title(page, ".ap-th-overview").startswith("6 layers × 12 heads = 72 maps"),
+             timeout=240, what="the overview of 72 MiniLM maps")
+    box = page.locator(".ap-th-text input").first
+    box.fill("The cat sat on the mat.")
+    box.press("Enter")
+    want = ["0:[CLS]", "1:the", "2:cat", "3:sat", "4:on", "5:the", "6:mat", "7:.", "8:[SEP]"]
+    wait_for(page, lambda: axis_labels(page, ".ap-th-main") == want, timeout=60,
+             what=f"the sentence's tokens on the main map's x axis ({want})")
+    assert axis_labels(page, ".ap-th-main", "left") == want
+    assert figure_title(page, ".ap-th-overview").startswith("6 layers × 12 heads = 72 maps")
+    assert axis_labels(page, ".ap-th-overview") == [f"H{h}" for h in range(12)]
+    assert axis_labels(page, ".ap-th-overview", "left") == [f"L{l}" for l in range(6)]
+    assert page.locator(".ap-th-metrics tr[data-layer]").count() == 72
+    assert "9 tokens" in page.locator(".ap-th-summary .ap-th-line").first.inner_text()
 
     assert clipped_figures(page) == []
     assert watch.errors() == [], f"console errors: {watch.errors()}"

@@ -45,7 +45,8 @@ def test_the_your_model_notebook_runs_offline_without_errors(kernel_of_this_pyth
     assert "equal to output_attentions: True" in text
     assert "'[CLS]', 'the', 'cat'" in text
     assert "L0H2: previous-token (1.00)" in text
+    assert "Model heads: 6 x 12 maps, main map layer 0 head 2" in text
     assert "causal: FAIL (28 forbidden pairs" in text and "full: PASS" in text
     shown = [o for o in outputs if "application/vnd.holoviews_exec.v0+json" in o.get("data", {})]
-    assert len(shown) >= 1, "the heads are displayed as a live Panel view"
+    assert len(shown) >= 2, "the heads are displayed as live Panel views (the notebook's, ModelHeads)"
     assert (tmp_path / "cache" / "attention-playground" / "all-MiniLM-L6-v2" / "config.json").is_file()

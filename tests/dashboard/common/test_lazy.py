@@ -10,14 +10,14 @@ import dashboard.heads.view as heads_view
 import dashboard.leaks.view as leaks_view
 import dashboard.playground.view as playground_view
 from dashboard.common.lazy import BuiltWhenShown
-from dashboard.heads import TrainedHeads
+from dashboard.heads import ModelHeads
 from dashboard.leaks import LeakDetector
 from dashboard.playground import AttentionPlayground
 
 
 @pytest.mark.parametrize("state_cls, module, view_name", [
     (AttentionPlayground, playground_view, "PlaygroundView"),
-    (TrainedHeads, heads_view, "TrainedHeadsView"),
+    (ModelHeads, heads_view, "ModelHeadsView"),
     (LeakDetector, leaks_view, "LeakDetectorView"),
 ])
 def test_every_tab_builds_its_view_when_first_rendered(monkeypatch, state_cls, module, view_name):

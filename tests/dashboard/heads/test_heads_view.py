@@ -1,4 +1,5 @@
-"""The "Trained heads" tab headless: state, caching, input validation, and the rendered figures."""
+"""The "Model heads" tab headless with the tiny models: state, caching, input validation, and the
+rendered figures (MiniLM and served models: test_model_heads_hf.py)."""
 from __future__ import annotations
 
 import holoviews as hv
@@ -18,6 +19,23 @@ from harness import image_of, models_with_class, rendered
 from harness import only_model_with_class as only
 from dashboard.heads import (TrainedHeads, TrainedHeadsView, model_metrics, parse_token_ids,
                                   query_reading, random_model)
+from dashboard.heads.plots import Mosaic
+from dashboard.heads.view import cell_px
+
+
+def cell_image(page, th, l: int, h: int) -> np.ndarray:
+    """Head (l, h)'s map as drawn in the overview figure (one figure for every head)."""
+    r = th.result
+    mosaic = Mosaic.of(r.num_layers, r.num_heads, r.seq_len, cell_px(r.num_heads))
+    return mosaic.cell(image_of(only(page.doc, "ap-th-overview")), l, h)
+
+
+def outlined(page, th) -> tuple[int, int]:
+    """The (layer, head) the overview's selection outline surrounds."""
+    r = th.result
+    m = Mosaic.of(r.num_layers, r.num_heads, r.seq_len, cell_px(r.num_heads))
+    data = only(page.doc, "ap-th-overview").renderers[1].data_source.data
+    return m.cell_at(float(data["left"][0]) + 1, float(data["bottom"][0]) + 1)
 
 
 def reference_weights(model: TinyTransformer, tokens) -> np.ndarray:
@@ -202,8 +220,8 @@ def test_a_shorter_input_clamps_the_query_and_resizes_the_maps():
         np.testing.assert_array_equal(image_of(main), th.result.weights[th.layer, th.head])
         assert (main.x_range.start, main.x_range.end) == (-0.5, 4.5)
         assert list(main.xaxis[0].major_label_overrides.values()) == ["0:4", "1:8", "2:15", "3:16", "4:23"]
-        cell = only(page.doc, "ap-th-cell-0-1")
-        assert image_of(cell).shape == (5, 5)
+        assert cell_image(page, th, 0, 1).shape == (5, 5)
+        np.testing.assert_array_equal(cell_image(page, th, 0, 1), th.result.weights[0, 1])
 
 
 # -- the rendered view ------------------------------------------------------------------------------
@@ -216,7 +234,7 @@ def test_figures_are_drawn_only_when_the_view_is_rendered(monkeypatch):
     assert built == []
     with rendered(panel) as page:
         assert built == [1]
-        assert len(models_with_class(page.doc, "ap-th-cell")) == 8
+        assert only(page.doc, "ap-th-overview").title.text.startswith("2 layers × 4 heads = 8 maps")
 
 
 def test_rendered_figures_carry_every_heads_weights():
@@ -224,9 +242,10 @@ def test_rendered_figures_carry_every_heads_weights():
     with rendered(pn.panel(th)) as page:
         for l in range(2):
             for h in range(4):
-                fig = only(page.doc, f"ap-th-cell-{l}-{h}")
-                np.testing.assert_array_equal(image_of(fig), th.result.weights[l, h])
-                assert fig.title.text.startswith(f"L{l} H{h}")
+                np.testing.assert_array_equal(cell_image(page, th, l, h), th.result.weights[l, h])
+        overview = only(page.doc, "ap-th-overview")
+        assert list(overview.xaxis[0].major_label_overrides.values()) == ["H0", "H1", "H2", "H3"]
+        assert list(overview.yaxis[0].major_label_overrides.values()) == ["L0", "L1"]
         main = only(page.doc, "ap-th-main")
         np.testing.assert_array_equal(image_of(main), th.result.weights[th.layer, th.head])
         assert main.title.text.startswith(f"Layer {th.layer} · head {th.head}")
@@ -241,13 +260,16 @@ def test_a_tap_on_an_overview_map_opens_it_in_the_main_view_without_rerunning(co
     with rendered(pn.panel(th)) as page:
         calls, n = len(count_forwards), th.n_forward
         page.clear()
-        cell = only(page.doc, "ap-th-cell-0-2")
-        cell._trigger_event(Tap(cell, x=3.0, y=7.0))
+        overview = only(page.doc, "ap-th-overview")
+        stride = th.result.seq_len + 1                               # 1-pixel gaps between maps
+        overview._trigger_event(Tap(overview, x=2 * stride + 3.0, y=7.0))
         assert (th.layer, th.head) == (0, 2)
         main = only(page.doc, "ap-th-main")
         np.testing.assert_array_equal(image_of(main), th.result.weights[0, 2])
         assert main.title.text.startswith("Layer 0 · head 2")
-        assert only(page.doc, "ap-th-selected") is cell and cell.outline_line_width > 1
+        assert outlined(page, th) == (0, 2)
+        overview._trigger_event(Tap(overview, x=stride - 1.0, y=7.0))    # in a gap: nothing
+        assert (th.layer, th.head) == (0, 2)
         assert len(count_forwards) == calls and th.n_forward == n
         assert page.events, "the change was sent to the browser as document patches"
 
@@ -261,7 +283,7 @@ def test_the_selectors_move_the_main_view_and_the_table_highlight():
         assert (th.layer, th.head) == (0, 0)
         np.testing.assert_array_equal(image_of(only(page.doc, "ap-th-main")), th.result.weights[0, 0])
         assert "ap-th-row ap-th-selected ap-th-flagged' data-layer='0' data-head='0'" in view.table.object
-        assert "ap-th-selected" not in only(page.doc, "ap-th-cell-1-3").css_classes
+        assert outlined(page, th) == (0, 0)
 
 
 @pytest.mark.parametrize("y, expected", [(20.3, 20), (-5.0, 0), (99.0, 31)])
@@ -281,7 +303,7 @@ def test_switching_to_random_weights_updates_every_map_and_the_table():
     with rendered(view.layout) as page:
         th.model = "random"
         for (l, h) in [(0, 0), (1, 3)]:
-            np.testing.assert_array_equal(image_of(only(page.doc, f"ap-th-cell-{l}-{h}")),
+            np.testing.assert_array_equal(cell_image(page, th, l, h),
                                           reference_weights(random_model(0), th.result.tokens)[l, h])
         assert "ap-th-best" not in view.table.object
         assert view.widgets["random_seed"].visible and view.random_note.visible
@@ -347,11 +369,11 @@ def test_the_overview_grid_is_layers_by_heads():
     assert len(grid) == 8 and grid._max_cols == 4
 
 
-def test_the_app_has_a_trained_heads_tab():
-    factory = dict(TABS)["Trained heads"]
+def test_the_app_has_a_model_heads_tab():
+    factory = dict(TABS)["Model heads"]
     component = factory()
     with rendered(component) as page:
-        assert models_with_class(page.doc, "ap-trained-heads")
+        assert models_with_class(page.doc, "ap-model-heads")
         assert [c.name for c in component.select(pn.widgets.RadioButtonGroup)][:2] == ["Model", "Input"]
 
 
@@ -362,7 +384,7 @@ def test_a_single_token_input_still_draws_every_view():
         th.param.update(input_kind="custom", custom_tokens="42")
         assert th.input_error == "" and th.query == 0
         assert image_of(only(page.doc, "ap-th-main")).shape == (1, 1)
-        assert image_of(only(page.doc, "ap-th-cell-1-1"))[0, 0] == pytest.approx(1.0)
+        assert cell_image(page, th, 1, 1)[0, 0] == pytest.approx(1.0)
         assert "After your one token" in view.summary.object
         assert "data-query='0'" in view.reading.object
 
