@@ -188,8 +188,17 @@ def test_heatmap_source_holds_the_dependency_map_and_the_allowed_flags(buggy_rep
 def test_heatmap_puts_output_zero_at_the_top(buggy_report):
     fig = render(leak_plots.dependency_heatmap(buggy_report)).state
     assert fig.y_range.start > fig.y_range.end                 # inverted: y grows downwards
-    assert (fig.y_range.start, fig.y_range.end) == (T_SMALL - 0.5, -0.5)
-    assert (fig.x_range.start, fig.x_range.end) == (-0.5, T_SMALL - 0.5)
+    pad = 0.5 + leak_plots.RING_PAD                            # room for the ring on an edge cell
+    assert (fig.y_range.start, fig.y_range.end) == (T_SMALL - 1 + pad, -pad)
+    assert (fig.x_range.start, fig.x_range.end) == (-pad, T_SMALL - 1 + pad)
+
+
+def test_the_ring_on_a_corner_leak_stays_inside_the_frame(buggy_report):
+    """The ring's radius (in cells) fits in the margin around the map: never clipped at the top."""
+    T = buggy_report.dep_map.shape[0]
+    cell = leak_plots.MAP_SIZE / T
+    ring_px = max(12.0, 1.5 * cell) + 2.5                      # marker size plus its line width
+    assert ring_px / 2 / cell <= 0.5 + leak_plots.RING_PAD
 
 
 def test_no_path_cells_are_nan_drawn_in_the_no_path_colour(buggy_report):
