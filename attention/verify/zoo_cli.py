@@ -20,6 +20,11 @@ def run_zoo(args) -> int:
     """Check every zoo entry; 0 when every bug is caught and every correct model passes, else 1."""
     if args.allowed != "causal":
         raise CLIError("--allowed applies to --model only: every zoo entry carries its own relation")
+    if args.batch is None:
+        args.batch = 2
+    for flag, value in (("--attn", args.attn != "eager"), ("--padding", args.padding is not None)):
+        if value:
+            raise CLIError(f"{flag} applies to --hf only")
     T = args.seq_len
     dim = 16 if args.dim is None else args.dim
     for flag, v in (("--batch", args.batch), ("--dim", dim),
