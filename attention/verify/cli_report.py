@@ -16,9 +16,9 @@ from torch import Tensor
 
 from .calling import NonFiniteError, PrecisionWarning
 from .cli_setup import CLIError, one_line
-from .report import LeakReport, leak_report
+from .report import EXACT_LIMIT, LeakReport, leak_report
 
-__all__ = ["EXIT_CODES", "EXIT_HELP", "format_report", "run_check"]
+__all__ = ["EXIT_CODES", "EXIT_HELP", "choose_mode", "format_report", "run_check"]
 
 EXIT_CODES = {"pass": 0, "leak": 1, "usage": 2, "undecided": 3}
 EXIT_HELP = ("Exit status: 0 pass; 1 leak found (or a zoo entry misjudged); 2 usage error; 3 no "
@@ -33,7 +33,8 @@ def format_report(spec: str, shape: tuple[int, int, int], r: LeakReport, top: in
     max_forbidden = float(r.dep_map[forbidden].max()) if bool(forbidden.any()) else 0.0
     checked = r.sweep_checked
     max_sweep = float(r.sweep[checked].max()) if bool(checked.any()) else 0.0
-    kind = f"{probes} random probes per position" if probes else "exact"
+    kind = {"exact": "exact block norms", "probes": "float64 probes, estimated norms",
+            "fast": "probes: exact pattern, estimated norms"}.get(r.mode, r.mode)
     lines = [f"attention.verify leak check: {spec}",
              f"  input (B, T, E) = ({B}, {T}, {E}); allowed relation: {r.allowed_name}",
              *(f"  {n}" for n in notes),
@@ -72,6 +73,22 @@ def format_report(spec: str, shape: tuple[int, int, int], r: LeakReport, top: in
     return "\n".join(lines)
 
 
+def choose_mode(B: int, T: int, E: int, exact: bool, probes: int | None) -> tuple[bool, str]:
+    """``(fast, why)``: the CLI's default is the fast verdict; exact block norms with ``--exact`` or
+    when ``B·T·E <= EXACT_LIMIT`` (few enough vector-Jacobian products to take seconds at most)."""
+    if exact and probes is not None:
+        raise CLIError("--exact and --probes exclude each other: --exact computes every Jacobian block, "
+                       "--probes K estimates them with K random probes per position")
+    if exact:
+        return False, "--exact"
+    if probes is not None:
+        return True, f"--probes {probes}"
+    if B * T * E <= EXACT_LIMIT:
+        return False, f"B*T*E = {B * T * E} <= {EXACT_LIMIT}: the exact map is cheap here"
+    return True, (f"B*T*E = {B * T * E} > {EXACT_LIMIT}: the default fast verdict (--exact for "
+                  f"exact block norms)")
+
+
 def run_check(label: str, model: Any, x: Tensor, allowed: Any, args: Any, notes: list[str]) -> int:
     """Check ``model`` on ``x (B, T, E)`` against ``allowed``, print the report, return the exit status.
 
@@ -80,20 +97,22 @@ def run_check(label: str, model: Any, x: Tensor, allowed: Any, args: Any, notes:
     :class:`NonFiniteError` propagates (exit 3).
     """
     B, T, E = x.shape
+    fast, why = choose_mode(B, T, E, args.exact, args.probes)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PrecisionWarning)
         try:
-            report = leak_report(model, x, allowed, args.atol, seed=args.seed, probes=args.probes,
-                                 sweep=not args.no_sweep)
+            report = leak_report(model, x, allowed, args.atol, seed=args.seed,
+                                 probes=(args.probes or 1) if fast else None, fast=fast,
+                                 sweep=not args.no_sweep, progress=not args.json)
         except NonFiniteError:
             raise
         except (ValueError, TypeError) as err:
             raise CLIError(f"{label}: {one_line(err)}") from None
-    notes = notes + [f"warning: {one_line(w.message)}" for w in caught
+    notes = notes + [f"mode: {report.mode} ({why}): {report.mode_detail}"] + [f"warning: {one_line(w.message)}" for w in caught
                      if issubclass(w.category, PrecisionWarning)]
     if args.json:
         print(json.dumps({"model": label, "shape": [B, T, E], "notes": notes,
                           **report.to_dict(max_leaks=args.top)}, indent=2))
     else:
-        print(format_report(label, (B, T, E), report, args.top, args.probes, notes))
+        print(format_report(label, (B, T, E), report, args.top, notes=notes))
     return EXIT_CODES["pass"] if report.passed else EXIT_CODES["leak"]

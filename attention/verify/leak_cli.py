@@ -32,6 +32,7 @@ from .cli_setup import (
     takes_dim,
 )
 from .hf_cli import run_hf
+from .report import EXACT_LIMIT
 from .zoo_cli import run_zoo
 
 __all__ = ["EXIT_CODES", "build_parser", "format_report", "main", "run_model"]
@@ -44,12 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
             "directory; the factory returns an nn.Module or a callable x (B, T, E) -> y (B, T, ...), "
             "(y, ...), a dict or an object with last_hidden_state; it gets dim=, seq_len= and seed= if "
             "it has parameters with those names), feeds it a random (B, T, E) input and checks, from "
-            "the dependency map ||dy_i/dx_j|| (float64 for modules and for callables that accept "
-            "float64 input) and a perturbation sweep over every prefix, that no output depends on an "
-            "input the allowed relation forbids. Cost of the exact map: B*T*min(E, F) "
-            "vector-Jacobian products (F = output features), each about one backward pass of the "
-            "model over the whole batch; --probes K makes it B*T*K. --zoo runs the built-in bug "
-            "zoo and prints a caught/missed table."
+            "the dependency map ||dy_i/dx_j|| and a perturbation sweep over every prefix, that no "
+            "output depends on an input the allowed relation forbids. Default: the fast verdict, K=1 "
+            "random probe per output position in float32 (a blocked path is exactly 0 in any "
+            "precision, a real dependency nonzero with probability 1), B*T*K vector-Jacobian products "
+            "run as one batched forward + backward over copies of x; rows with a forbidden entry are "
+            "recomputed in float64 for their magnitudes. Exact block norms (B*T*min(E, F) products, "
+            f"F = output features, float64) with --exact, or by default when B*T*E <= {EXACT_LIMIT}. --zoo "
+            "runs the built-in bug zoo and prints a caught/missed table."
         ),
         epilog=EXIT_HELP,
     )
@@ -89,9 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the prefix sweep (dependency map only), e.g. for a model that only "
                         "takes a fixed batch size")
     p.add_argument("--probes", type=int, default=None, metavar="K",
-                   help="K random probes per position instead of the exact map: B*T*K instead of "
-                        "B*T*min(E, F) backward passes, the same leaks (with probability 1), "
-                        "estimated magnitudes (for long sequences or wide models)")
+                   help="K random probes per output position for the fast verdict (default 1): "
+                        "B*T*K vector-Jacobian products instead of B*T*min(E, F), the same leaks (with "
+                        "probability 1), estimated magnitudes")
+    p.add_argument("--exact", action="store_true",
+                   help="exact block norms ||dy_i/dx_j|| in float64 (B*T*min(E, F) vector-Jacobian "
+                        f"products; the default only when B*T*E <= {EXACT_LIMIT})")
     p.add_argument("--top", type=int, default=10, help="leaking pairs to print (default: 10)")
     p.add_argument("--atol", type=float, default=None,
                    help="dependency threshold (default: 1e-9 x the largest dependency in float64, "
