@@ -166,3 +166,15 @@ def test_hf_is_exclusive_with_model_and_zoo(dirs, cli, capsys):
 def test_json_error_is_json(dirs, cli):
     rc, out, err = cli("--hf", dirs["gpt2"], "--seq-len", 65, "--json")
     assert rc == 2 and json.loads(out) == {"passed": False, "error": err.strip()[len("error: "):]}
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_fast_verdict_by_default_at_a_longer_length(dirs, cli, attn):
+    n = 40                                                           # B*T*E = 1280 > 1024: fast
+    rc, out, _ = cli("--hf", dirs["gpt2"], "--seq-len", n, "--attn", attn, "--json")
+    data = json.loads(out)
+    assert rc == 0 and data["mode"] == "fast" and data["precision"]["dependency_map"] == "float32"
+    rc, out, _ = cli("--hf", dirs["bert"], "--seq-len", n, "--attn", attn, "--json", "--top", 1000)
+    data = json.loads(out)
+    assert rc == 1 and data["mode"] == "fast" and data["n_leaks"] == n * (n - 1) // 2
+    assert data["precision"]["dependency_map"] == "float32 pattern, float64 leaking rows"
