@@ -147,3 +147,12 @@ def test_cli_fast_verdict_finds_the_leaks_of_a_buggy_model_and_nan_is_still_no_v
     assert data["precision"]["dependency_map"] == "float32 pattern, float64 leaking rows"
     rc, out, _ = cli("--model", "fastusers:nan", "--dim", 16, "--seq-len", 40)
     assert rc == 3 and out.startswith("NO VERDICT (exit 3): model output holds NaN")
+
+
+def test_fast_verdict_leaves_the_global_rng_and_the_model_alone():
+    model = ZOO["batchnorm_over_time_eval"].build(E, 0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = torch.random.get_rng_state()
+    leak_report(model, torch.randn(B, T, E, generator=torch.Generator().manual_seed(2)), fast=True)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
