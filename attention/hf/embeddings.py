@@ -73,6 +73,20 @@ def _check_mask(attention_mask: Any) -> Tensor | None:
     return m.long() if m.dim() == 2 else m.bool()
 
 
+def _token_embeddings(base: nn.Module) -> nn.Embedding:
+    """The model's token-embedding table, or a ValueError: without one it takes no ``inputs_embeds``."""
+    try:
+        table = base.get_input_embeddings()
+    except (NotImplementedError, AttributeError) as err:
+        raise ValueError(f"model {type(base).__name__} has no token-embedding table, so it cannot run on "
+                         f"inputs_embeds (get_input_embeddings: {type(err).__name__}: "
+                         f"{' '.join(str(err).split())})") from None
+    if not isinstance(table, nn.Embedding):
+        raise ValueError(f"model {type(base).__name__} cannot run on inputs_embeds: its input embeddings are "
+                         f"a {type(table).__name__}, not a token-embedding table (nn.Embedding)")
+    return table
+
+
 def embeddings_model(model: nn.Module, attention_mask: Tensor | None = None) -> EmbeddingsModel:
     """Wrap a transformers model as ``x (B, T, E) -> last hidden state (B, T, E)``.
 
@@ -93,7 +107,7 @@ def embeddings_model(model: nn.Module, attention_mask: Tensor | None = None) -> 
     base = _base(model).eval()
     mask = _check_mask(attention_mask)
     wrapped = EmbeddingsModel(base, mask)
-    E = base.get_input_embeddings().embedding_dim
+    E = _token_embeddings(base).embedding_dim
     T = 2 if mask is None else mask.shape[-1]
     probe = torch.zeros(mask.shape[0] if mask is not None else 1, T, E,
                         dtype=next(base.parameters()).dtype, device=next(base.parameters()).device)
@@ -121,7 +135,7 @@ def embedding_inputs(model: nn.Module, batch: int, seq_len: int, generator: torc
     for name, v in (("batch", batch), ("seq_len", seq_len)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"expected {name} to be an int >= 1 but found {v!r}")
-    table = base.get_input_embeddings().weight                      # (V, E)
+    table = _token_embeddings(base).weight                          # (V, E)
     gen = torch.Generator().manual_seed(0) if generator is None else generator
     ids = torch.randint(0, table.shape[0], (batch, seq_len), generator=gen)  # (B, T)
     return table.detach()[ids.to(table.device)].clone()            # (B, T, E)
@@ -164,4 +178,4 @@ def verify_target(
     if padding is not None:
         mask = make_padding_mask(list(padding), seq_len).long()     # (B, T), 1 = real token
     wrapped = embeddings_model(model, mask)
-    return wrapped, model.get_input_embeddings().embedding_dim, limit, is_causal_model(model)
+    return wrapped, _token_embeddings(wrapped.model).embedding_dim, limit, is_causal_model(model)

@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("--model", "--zoo") or a.startswith("--model=") for a in argv):
+    if any(a in ("--model", "--zoo", "--hf") or a.startswith(("--model=", "--hf=")) for a in argv):
         return leak_main(argv)                                      # the leak detector's CLI
     args = build_parser().parse_args(argv)
     dtype = _DTYPES[args.dtype]

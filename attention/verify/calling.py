@@ -215,3 +215,33 @@ def float64_model(model: Callable[..., Any], x: Tensor, model_kwargs: Mapping[st
                       PrecisionWarning, stacklevel=3)
         return model, x.dtype
 
+
+
+class Progress:
+    """A tqdm bar (stderr) for a loop of ``total`` steps, shown only when it will take over ``after``
+    seconds: the first step is timed, and the bar starts with the estimate in its title."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = False, after: float = 2.0) -> None:
+        import time
+
+        self._clock, self.total, self.desc, self.enabled, self.after = time.perf_counter, total, desc, enabled, after
+        self._t0, self._done, self._bar = self._clock(), 0, None
+
+    def step(self, n: int = 1) -> None:
+        self._done += n
+        if not self.enabled or self.total <= 1:
+            return
+        if self._bar is None and self._done < self.total:
+            estimate = (self._clock() - self._t0) / self._done * self.total
+            if estimate > self.after:
+                from tqdm.auto import tqdm                          # lazy: only for long runs
+
+                self._bar = tqdm(total=self.total, initial=self._done, unit="chunk", leave=False,
+                                 desc=f"{self.desc} (estimate {estimate:.0f} s)")
+            return
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -16,9 +16,9 @@ from torch import Tensor
 from torch.func import vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .calling import call_model, check_finite, check_model, check_x, float64_model
+from .calling import Progress, call_model, check_finite, check_model, check_x, float64_model
 
-__all__ = ["dependency_map"]
+__all__ = ["batch_independent", "dependency_map", "probe_cotangents", "replicated_rows"]
 
 # Probe vectors per vmapped chunk: keeps each chunk's activations to a few hundred MB at T = 256.
 _CHUNK_ELEMENTS = 2**22
@@ -33,6 +33,7 @@ def dependency_map(
     generator: torch.Generator | None = None,
     chunk_size: int | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
+    progress: bool = False,
 ) -> Tensor:
     """How strongly every output position depends on every input position, from exact Jacobians.
 
@@ -74,6 +75,8 @@ def dependency_map(
         generator: source of the random probes. Default: a generator seeded with 0.
         chunk_size: probes per vmapped backward call. Default: about ``2**22 / (B·T·max(T, F))``.
         model_kwargs: extra keyword arguments for every model call. Default: none.
+        progress: a tqdm bar on stderr when the map will take over ~2 s (estimated from the first
+            chunk). Default: ``False``.
 
     Raises:
         NonFiniteError: (a ``ValueError``) when the output or the map holds NaN or inf, naming the
@@ -103,11 +106,11 @@ def dependency_map(
     if not y.requires_grad:                                         # output does not use x at all
         D2 = torch.zeros(B, T, T, dtype=dtype, device=x.device)
     elif probes is not None:
-        D2 = _rows(y, xr, _random_rows(B, T, F, probes, generator, y), probes, chunk_size)
+        D2 = _rows(y, xr, _random_rows(B, T, F, probes, generator, y), probes, chunk_size, progress)
     elif E < F:
-        D2 = _columns(y, xr, chunk_size)
+        D2 = _columns(y, xr, chunk_size, progress)
     else:
-        D2 = _rows(y, xr, None, 1, chunk_size)
+        D2 = _rows(y, xr, None, 1, chunk_size, progress)
     check_finite(D2, "dependency map", "(batch b, output i, input j)", dims=3)
     D = D2.clamp_min(0).sqrt()                                      # (B, T_out, T_in)
     if reduce == "fro":
@@ -137,7 +140,7 @@ def _random_rows(B, T, F, k, generator, y):
     return make
 
 
-def _rows(y: Tensor, xr: Tensor, make, k: int, chunk_size: int | None) -> Tensor:
+def _rows(y: Tensor, xr: Tensor, make, k: int, chunk_size: int | None, progress: bool = False) -> Tensor:
     """``D2[b, i, j] = Σ_f Σ_b' Σ_e (∂y[b,i,f]/∂x[b',j,e])²`` from vmapped vjps (one per row)."""
     B, T, F = y.shape
     n = B * T * (F if make is None else k)                          # rows to compute
@@ -147,6 +150,7 @@ def _rows(y: Tensor, xr: Tensor, make, k: int, chunk_size: int | None) -> Tensor
     def vjp(ct: Tensor) -> Tensor:
         return torch.autograd.grad(y, xr, ct, retain_graph=True, allow_unused=True)[0]
 
+    bar = Progress(-(-n // c), f"dependency map ({n} vjps, {str(y.dtype)[6:]})", progress)
     for start in range(0, n, c):
         rows = torch.arange(start, min(start + c, n))
         if make is None:                                            # one-hot: row r = (b, i, f)
@@ -160,10 +164,12 @@ def _rows(y: Tensor, xr: Tensor, make, k: int, chunk_size: int | None) -> Tensor
             continue
         sq = g.square().sum(dim=(1, 3))                             # (c, T_in): Σ over b', e
         D2.index_add_(0, pos, sq / (1 if make is None else k))
+        bar.step()
+    bar.close()
     return D2.view(B, T, T)
 
 
-def _columns(y: Tensor, xr: Tensor, chunk_size: int | None) -> Tensor:
+def _columns(y: Tensor, xr: Tensor, chunk_size: int | None, progress: bool = False) -> Tensor:
     """Same ``D2`` from Jacobian-vector products ``J v`` (one per input entry ``(b', j, e)``).
 
     ``u -> J^T u`` is linear, so the vjp of it at any ``u`` maps ``v -> J v``: a vmapped
@@ -180,6 +186,7 @@ def _columns(y: Tensor, xr: Tensor, chunk_size: int | None) -> Tensor:
     def jvp(v: Tensor) -> Tensor:
         return torch.autograd.grad(jt_u, u, v, retain_graph=True, allow_unused=True)[0]
 
+    bar = Progress(-(-n // c), f"dependency map ({n} jvps, {str(y.dtype)[6:]})", progress)
     for start in range(0, n, c):
         cols = torch.arange(start, min(start + c, n), device=y.device)
         v = torch.zeros(cols.numel(), n, dtype=y.dtype, device=y.device)
@@ -189,4 +196,79 @@ def _columns(y: Tensor, xr: Tensor, chunk_size: int | None) -> Tensor:
             continue
         sq = g.square().sum(dim=3)                                  # (c, B, T_out): Σ over f
         D2t.index_add_(0, (cols // E) % T, sq)                      # input position j of each column
+        bar.step()
+    bar.close()
     return D2t.permute(1, 2, 0)                                     # (B, T_out, T_in)
+
+
+def probe_cotangents(B: int, T: int, F: int, probes: int, generator: torch.Generator | None = None) -> Tensor:
+    """``(probes, B, T, F)`` float64 Gaussian cotangents: probe ``p`` of output ``(b, i)`` is ``[p, b, i]``.
+
+    Drawn once in float64 so that a float32 pass and a float64 recomputation of the same rows use the
+    same vectors (their estimates differ only by rounding).
+    """
+    gen = torch.Generator().manual_seed(0) if generator is None else generator
+    return torch.randn(probes, B, T, F, generator=gen, dtype=torch.float64)
+
+
+def batch_independent(model: Callable[..., Any], x: Tensor, kwargs: Mapping[str, Any]) -> bool:
+    """Whether stacking other rows next to ``x`` leaves ``model(x)`` unchanged (no BatchNorm in
+    training mode, no mask fixed to batch ``B``): then copies of ``x`` along the batch are independent
+    and one backward through a stacked batch gives one Jacobian row per copy."""
+    B = x.shape[0]
+    with torch.no_grad():
+        try:
+            y = call_model(model, x, kwargs)
+            # rows unlike x (a seeded generator, not the global RNG; shifted so that an x drawn with
+            # the same seed is not reproduced)
+            other = (torch.randn(x.shape, generator=torch.Generator().manual_seed(1234)) + 1.0).to(x)
+            y2 = call_model(model, torch.cat([x, other]), kwargs)[:B]
+        except (ValueError, TypeError):
+            return False
+    scale = float(y.abs().max()) if y.numel() else 0.0
+    return bool(torch.isfinite(y2).all()) and float((y2 - y).abs().max()) <= 1e-4 * (1.0 + scale)
+
+
+def replicated_rows(
+    model: Callable[..., Any],
+    x: Tensor,
+    cotangents: Tensor,
+    rows: Tensor,
+    model_kwargs: Mapping[str, Any] | None = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """``D2 (B, T, T)``: squared Jacobian-row norms of the output rows ``rows`` (flat ``b·T + i``),
+    summed over the probes in ``cotangents`` ``(k, B, T, F)`` and divided by ``k``.
+
+    One copy of ``x`` per (row, probe) is stacked along the batch; each chunk is one batched forward
+    and **one** backward whose cotangent has a single nonzero output ``(b, i)`` per copy (no vmap, so
+    SDPA keeps its fast CPU kernels). Runs in ``x.dtype``; only for models that
+    :func:`batch_independent` accepts. Rows not in ``rows`` stay 0.
+    """
+    kwargs = dict(model_kwargs or {})
+    B, T, E = x.shape
+    k, _, _, F = cotangents.shape
+    flat_ct = cotangents.to(x.dtype).reshape(k, B * T, F)
+    jobs = [(int(r), p) for r in rows.tolist() for p in range(k)]
+    c = chunk_size or max(1, _CHUNK_ELEMENTS // (B * T * max(T, F)))
+    D2 = torch.zeros(B * T, T, dtype=x.dtype, device=x.device)
+    bar = Progress(-(-len(jobs) // c), f"dependency rows ({len(jobs)} vjps, {str(x.dtype)[6:]})", progress)
+    for start in range(0, len(jobs), c):
+        part = jobs[start:start + c]
+        n = len(part)
+        xr = x.detach().repeat(n, 1, 1).requires_grad_(True)           # (n·B, T, E): n copies of x
+        with torch.enable_grad():
+            y = call_model(model, xr, kwargs)                           # (n·B, T, F)
+            ct = torch.zeros(n, B * T, F, dtype=y.dtype, device=y.device)
+            r = torch.tensor([j[0] for j in part], device=x.device)
+            p = torch.tensor([j[1] for j in part], device=x.device)
+            ct[torch.arange(n, device=x.device), r] = flat_ct[p, r]
+            if not y.requires_grad:
+                break
+            (g,) = torch.autograd.grad(y, xr, ct.view(y.shape), allow_unused=True, materialize_grads=True)
+        sq = g.view(n, B, T, E).square().sum(dim=(1, 3))               # (n, T_in): Σ over b', e
+        D2.index_add_(0, r, sq / k)
+        bar.step()
+    bar.close()
+    return D2.view(B, T, T)

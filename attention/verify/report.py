@@ -8,20 +8,26 @@ Shape legend: ``B`` batch, ``T`` positions, ``E`` input features.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .calling import check_model, check_x
-from .dependency import dependency_map
+from .calling import call_model, check_finite, check_model, check_x, float64_model
+from .dependency import batch_independent, dependency_map, probe_cotangents, replicated_rows
 from .leaks import Leak, leak_atol, leaks_in_map
 from .lookahead import default_atol
 from .relations import batch_dependent, dense_allowed, relation_name, sweep_checked_prefixes
 from .sweep import run_sweep
 
-__all__ = ["LeakReport", "leak_report"]
+__all__ = ["EXACT_LIMIT", "LeakReport", "fast_dependency", "leak_report"]
+
+# The CLI runs the exact map by default only up to this many vector-Jacobian products (B·T·E): a
+# few seconds at most on a 2-core CPU (B*T*E = 4096, the shipped model with its vocabulary-wide output,
+# took 16 s on the loaded machine).
+EXACT_LIMIT = 1024
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,10 @@ class LeakReport:
         sweep_dtype: dtype the sweep ran in (``x.dtype``).
         sweep_mode: ``"batched"``, ``"skipped"``, or why the copies ran one by one.
         input_rms: root mean square of the input ``x`` (its scale).
+        mode: how the map was computed: ``"exact"`` (block norms, ``B·T·min(E, F)`` products),
+            ``"probes"`` (``k`` float64 probes per position) or ``"fast"`` (``k`` float32 probes
+            per position give the pattern; rows with a forbidden entry are recomputed in float64).
+        mode_detail: one sentence on the mode (probes, what was recomputed, why).
     """
 
     dep_map: Tensor = field(repr=False)
@@ -65,6 +75,8 @@ class LeakReport:
     sweep_dtype: str = "float32"
     sweep_mode: str = "batched"
     input_rms: float = float("nan")
+    mode: str = "exact"
+    mode_detail: str = ""
 
     @property
     def sweep_failures(self) -> list[int]:
@@ -108,6 +120,8 @@ class LeakReport:
             "sweep_mode": self.sweep_mode,
             "input_rms": self.input_rms,
             "reach": self.reach,
+            "mode": self.mode,
+            "mode_detail": self.mode_detail,
         }
 
 
@@ -120,6 +134,8 @@ def leak_report(
     seed: int = 0,
     sweep: bool = True,
     probes: int | None = None,
+    fast: bool = False,
+    progress: bool = False,
     model_kwargs: Mapping[str, Any] | None = None,
 ) -> LeakReport:
     """Run the dependency map, the leak search and the prefix sweep; return a :class:`LeakReport`.
@@ -134,6 +150,12 @@ def leak_report(
         probes: ``None`` for the exact map (``B·T·F`` backward passes); ``k`` for ``k`` random
             probes per output position (``B·T·k`` passes: the same leaks, estimated magnitudes).
             Default: ``None``.
+        fast: the fast verdict (:func:`fast_dependency`): ``probes`` (default 1) float32 probes per
+            position give the dependency pattern (a structural zero is exactly zero in any
+            precision), and only the rows holding a forbidden entry are recomputed in float64 for
+            their magnitudes and the float64 threshold. The same verdicts as the float64 map; the
+            allowed entries are float32 estimates. Default: ``False`` (the CLI's default is fast).
+        progress: tqdm bars on stderr for steps estimated over ~2 s. Default: ``False``.
         model_kwargs: extra keyword arguments for every model call. Default: none.
 
     Raises:
@@ -145,26 +167,92 @@ def leak_report(
     kwargs = dict(model_kwargs or {})
     B, T = x.shape[:2]
     per_item = batch_dependent(allowed, B, T)
-    dep_items = dependency_map(model, x, reduce="none", probes=probes, model_kwargs=kwargs)  # (B, T, T)
+    keep = dense_allowed(allowed, T, T, B)
+    if fast:
+        dep_items, precision, mode, detail = fast_dependency(model, x, keep, probes or 1, kwargs, progress)
+    else:
+        dep_items = dependency_map(model, x, reduce="none", probes=probes, model_kwargs=kwargs,
+                                   progress=progress)               # (B, T, T)
+        precision = _dtype_name(dep_items.dtype)
+        mode = "exact" if probes is None else "probes"
+        detail = ("exact block norms" if probes is None else
+                  f"{probes} random probe(s) per position in {precision}: exact pattern, estimated norms")
     dep = dep_items.square().sum(0).sqrt()                          # (T, T), reduce="fro"
     leaks = leaks_in_map(dep_items if per_item else dep, allowed, atol)
-    keep = dense_allowed(allowed, T, T, B)
     keep_union = keep if keep.dim() == 2 else keep.any(0)
     checked = sweep_checked_prefixes(keep)
     s_atol = default_atol(x.dtype)
     if sweep:
         run = run_sweep(model, x, seed, kwargs)
-        sweep_values, mixing, mode = run.values, run.batch_mixing, run.mode
+        sweep_values, mixing, sweep_mode = run.values, run.batch_mixing, run.mode
     else:
-        sweep_values, mixing, mode = torch.zeros(T), False, "skipped"
+        sweep_values, mixing, sweep_mode = torch.zeros(T), False, "skipped"
     failed = bool((checked & (sweep_values > s_atol)).any())
     return LeakReport(dep_map=dep, allowed_dense=keep_union, leaks=leaks, sweep=sweep_values,
                       sweep_checked=checked, sweep_atol=s_atol,
                       atol=leak_atol(dep_items if per_item else dep, atol),
                       allowed_name=relation_name(allowed), batch_mixing=mixing,
-                      passed=not leaks and not failed, precision=_dtype_name(dep.dtype),
-                      sweep_dtype=_dtype_name(x.dtype), sweep_mode=mode,
-                      input_rms=float(x.double().square().mean().sqrt()))
+                      passed=not leaks and not failed, precision=precision,
+                      sweep_dtype=_dtype_name(x.dtype), sweep_mode=sweep_mode,
+                      input_rms=float(x.double().square().mean().sqrt()), mode=mode,
+                      mode_detail=detail)
+
+
+def fast_dependency(
+    model: Callable[..., Any],
+    x: Tensor,
+    keep: Tensor,
+    probes: int = 1,
+    model_kwargs: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> tuple[Tensor, str, str, str]:
+    """The fast verdict's per-item map ``(B, T, T)``: ``(map, precision, mode, detail)``.
+
+    1. Pattern: ``probes`` Gaussian cotangents per output ``(b, i)``, in float32, one copy of ``x``
+       per probe stacked along the batch (:func:`~attention.verify.dependency.replicated_rows`: a
+       batched forward and one backward per chunk). A blocked path gives exactly 0 in any precision;
+       a real dependency gives a nonzero entry with probability 1.
+    2. Magnitudes: the rows ``(b, i)`` with any nonzero *forbidden* entry are recomputed in float64
+       with the same cotangents, so leaks are judged against the float64 threshold (``1e-9 ×`` the
+       largest dependency) and float32 rounding can never make a leak (nor hide one: it is a
+       candidate whenever its float32 value is not exactly 0).
+
+    A model that mixes the batch (BatchNorm in training mode) or rejects a stacked batch gets float64
+    probes through vmapped backward passes instead (:func:`dependency_map` with ``probes``); a
+    callable that rejects float64 keeps its float32 values (and the float32 threshold).
+    """
+    kwargs = dict(model_kwargs or {})
+    B, T, E = x.shape
+    m32 = copy.deepcopy(model).float() if isinstance(model, nn.Module) else model
+    x32 = x.detach().float()
+    if not batch_independent(m32, x32, kwargs):
+        dep = dependency_map(model, x, reduce="none", probes=probes, model_kwargs=kwargs, progress=progress)
+        return dep, _dtype_name(dep.dtype), "probes", (
+            f"{probes} float64 probe(s) per position through vmapped backward passes (the model mixes "
+            f"the batch or rejects a stacked batch, so copies of x cannot share one)")
+    with torch.no_grad():
+        y = call_model(m32, x32, kwargs)                            # (B, T, F)
+    check_finite(y, "model output", "(batch b, position t)")
+    cts = probe_cotangents(B, T, y.shape[-1], probes)               # (k, B, T, F), float64
+    D2 = replicated_rows(m32, x32, cts, torch.arange(B * T), kwargs, progress=progress)  # (B, T, T)
+    check_finite(D2, "dependency map", "(batch b, output i, input j)", dims=3)
+    forbidden = ~(keep if keep.dim() == 3 else keep.unsqueeze(0)).to(D2.device)
+    candidates = ((D2 > 0) & forbidden).any(-1).flatten().nonzero().flatten()   # flat rows b·T + i
+    detail = (f"{probes} float32 probe(s) per position ({B * T * probes} vjps in stacked copies of x): "
+              f"the exact pattern with probability 1")
+    if candidates.numel() == 0:
+        return D2.double().clamp_min(0).sqrt(), "float32", "fast", detail + "; no forbidden entry is nonzero"
+    m64, dtype = float64_model(model, x, kwargs)
+    if dtype != torch.float64:
+        return D2.clamp_min(0).sqrt(), "float32", "fast", detail + (
+            f"; {candidates.numel()} row(s) with forbidden entries kept in float32 (the callable "
+            f"rejects float64)")
+    D64 = replicated_rows(m64, x.detach().double(), cts, candidates, kwargs, progress=progress)
+    check_finite(D64, "dependency map", "(batch b, output i, input j)", dims=3)
+    out = D2.double().view(B * T, T)
+    out[candidates] = D64.view(B * T, T)[candidates]
+    return out.view(B, T, T).clamp_min(0).sqrt(), "float32 pattern, float64 leaking rows", "fast", detail + (
+        f"; {candidates.numel()} row(s) with nonzero forbidden entries recomputed in float64")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
