@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -101,8 +102,10 @@ class AppServer:
         else:                           # ./dev serve adds dashboard/app.py and --num-threads 2
             cmd = [*self.launcher, "serve", "--port", str(self.port), *self.extra_args]
         self.command = cmd
+        # its own process group: ``--num-procs N`` forks N servers, and stop() must end them all
         self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
         try:
             self._wait_until_answering()
         except BaseException:
@@ -141,13 +144,17 @@ class AppServer:
             raise AssertionError(f"the served app raised (server log follows):\n{text}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):        # the server and every forked child
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(timeout=10)
+                    time.sleep(0.2)                          # children end with their parent's group
+                except subprocess.TimeoutExpired:
+                    continue
         self._log.close()
 
     def remove_log(self) -> None:
