@@ -24,12 +24,21 @@ from __future__ import annotations
 
 import html
 import threading
+import time
 from contextlib import ExitStack, contextmanager
 from functools import partial
 
 import panel as pn
 
 __all__ = ["LiveView", "STATE_TAG", "hold_documents", "state_html"]
+
+MIN_INTERVAL = 0.2
+"""Seconds between two updates of one served page: requests in between join the next one.
+
+Computing a small state takes milliseconds, but a browser needs far longer to apply a patch that
+rewrites a dozen figures (and to lay the page out again when H changes): a burst of 40 key presses
+sent as 40 patches kept a page busy for half a minute. With this gap a burst costs a handful of
+patches, and the page still ends on the latest state; a single change is sent at once."""
 
 STATE_TAG = "ap-state:"
 """Prefix of the state id in every live figure's ``tags``."""
@@ -92,6 +101,7 @@ class LiveView:
         self._pending: set[int] = set()
         self._pending_lock = threading.Lock()
         self._show_lock = threading.RLock()
+        self._last_sent = 0.0
         self.state_pane = pn.pane.HTML(state_html(""), css_classes=["ap-state"], margin=(0, 10),
                                        styles={"font-size": "10px", "color": "#94a3b8"})
 
@@ -134,13 +144,18 @@ class LiveView:
                 if id(doc) in self._pending:
                     continue                      # an update is already queued: it will show this too
                 self._pending.add(id(doc))
-            doc.add_next_tick_callback(partial(self._update_served, doc))
+                wait = self._last_sent + MIN_INTERVAL - time.monotonic()
+            if wait > 0:                          # the page got an update a moment ago
+                doc.add_timeout_callback(partial(self._update_served, doc), int(wait * 1000) + 1)
+            else:
+                doc.add_next_tick_callback(partial(self._update_served, doc))
 
     def _update_served(self, doc) -> None:
         with self._pending_lock:
             self._pending.discard(id(doc))
         with pn.io.hold(doc):
             self.update()
+        self._last_sent = time.monotonic()
 
     def update(self) -> None:
         """Show the state's current result now (the caller holds the document lock, if any)."""

@@ -11,7 +11,7 @@ import panel as pn
 import pytest
 from harness import models_with_class, rendered
 
-from dashboard.common.live import STATE_TAG
+from dashboard.common.live import MIN_INTERVAL, STATE_TAG
 from dashboard.playground import AttentionPlayground, PlaygroundView
 from dashboard.playground.view import state_id
 
@@ -25,7 +25,11 @@ def _served(doc, queued: list):
     session = _Session()
     doc._session_context = lambda: session
     doc.add_next_tick_callback = lambda cb: queued.append(cb)
+    doc.add_timeout_callback = lambda cb, ms: queued.append(cb) or delays.append(ms)
     return session
+
+
+delays: list = []
 
 
 def _figure_ids(doc) -> set[str]:
@@ -75,8 +79,11 @@ def test_served_changes_from_many_threads_become_one_update_on_the_sessions_loop
         assert view.n_updates == before + 1
         assert view.shown_id == state_id(pg.result, pg.query, pg.view_head)
         assert _figure_ids(page.doc) == {view.shown_id}
-        pg.seed = 9                              # after the update: a new request is queued again
-        assert [cb for cb in queued if isinstance(cb, partial) and cb.func == view._update_served]
+        delays.clear()
+        pg.seed = 9                              # after the update: a new request is queued again,
+        ours = [cb for cb in queued if isinstance(cb, partial) and cb.func == view._update_served]
+        assert len(ours) == 1                    # ... delayed: the page got an update a moment ago
+        assert delays and 0 < delays[-1] <= 1000 * MIN_INTERVAL + 1
 
 
 def test_a_notebook_output_gets_pushed_after_each_update(monkeypatch):
