@@ -324,7 +324,7 @@ def set_relations(page, relations: dict[str, list[str]]) -> None:
 def leak_relation_names() -> dict[str, list[str]]:
     """Leak detector: select label -> names a state id may give it (label, spec, own names)."""
     from attention.zoo import ZOO
-    from dashboard.leak_view import OWN, RELATION_CHOICES
+    from dashboard.leaks.state import OWN, RELATION_CHOICES
 
     out = {}
     for label, spec in RELATION_CHOICES.items():

@@ -1,4 +1,5 @@
-"""Fixtures for the browser tests: one chromium per test session, one app server per module.
+"""Fixtures for the browser tests: one app server per module (the session's chromium, ``browser``,
+is in tests/conftest.py, shared with the notebook tests).
 
 The browser is Debian's ``/usr/bin/chromium`` driven by playwright's sync API; when it is missing
 the tests fail with an install hint (CI installs it with apt-get through ``./dev test``).
@@ -8,24 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from _harness import AppServer, BrowserSetupError, launch_chromium
+from _harness import AppServer
 
 VIEWPORT = {"width": 1400, "height": 1000}
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """Headless chromium for the whole test session."""
-    from playwright.sync_api import Error as PlaywrightError
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        try:
-            b = launch_chromium(pw)
-        except (BrowserSetupError, PlaywrightError) as exc:
-            pytest.fail(f"cannot start chromium for the browser tests: {exc}", pytrace=False)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

@@ -125,8 +125,9 @@ def _leak_map_title(page) -> str:
 
 def test_fast_arrow_keys_through_the_model_list_end_on_the_ninth_model(context, app_server):
     from attention.verify import check_entry
-    from dashboard.leak_plots import first_leak_sentence, map_title
-    from dashboard.leak_view import BATCH, DIM, LeakDetector
+    from dashboard.leaks.plots import first_leak_sentence, map_title
+    from dashboard.leaks import LeakDetector
+    from dashboard.leaks.state import BATCH, DIM
 
     page, watch, log_from = _open(context, app_server)
     page.locator(".bk-tab", has_text="Leak detector").click()
