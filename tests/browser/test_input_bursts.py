@@ -29,6 +29,7 @@ pytestmark = pytest.mark.browser
 # 40 presses within 2 s after Home, ArrowRight x3 (H=4): net +4, so H ends at 8
 BURST = ("RRLRRLLRLR" "RLRRLLRRLR" "LRRLRLLRRL" "RLLRRLRLRL")
 BURST_GAP_MS = 50
+SETTLE_MS = 120_000
 TRACK_CLICKS = [3, 12, 5, 10, 2, 14, 9]        # query positions at T=16, clicked 150 ms apart
 TRACK_GAP_MS = 150
 LIST_GAPS_MS = [100, 300, 150, 250, 120, 280, 200, 180]   # between ArrowDown presses in the list
@@ -47,10 +48,13 @@ def _query_title_ok(page, q: int) -> bool:
 
 def _final_problems(page, watch, server, log_from: int, extra=()) -> list[str]:
     """Everything wrong once the page has settled; [] when it is consistent and clean."""
-    settled = _probe.settle(page, quiet_ms=500, timeout_ms=30_000)
+    # The page must come to rest on its controls' state; how fast is the benchmark's business
+    # (benchmarks/bench_browser.py), so the bound is generous for a loaded 2-core machine.
+    settled = _probe.settle(page, quiet_ms=500, timeout_ms=SETTLE_MS)
     res = _probe.wait_consistent(page, timeout=5.0 if settled else 0.0)
     problems = [] if settled else [
-        "the page did not settle within 30 s (document changes or a spinner kept coming: the "
+        f"the page did not settle within {SETTLE_MS // 1000} s (document changes or a spinner kept "
+        "coming: the "
         "inputs are worked off one by one instead of the latest one)"]
     problems += [p for check in extra for p in check()]
     problems += res["problems"]
