@@ -130,6 +130,9 @@ class LiveView:
     # -- the pipeline ----------------------------------------------------------------------------
     def request_update(self, *events) -> None:
         """Ask for the figures to follow the state (any thread; requests are coalesced)."""
+        if events and {e.name for e in events} == {"busy"} and not self.wants_spinner() \
+                and not any(layout.loading for layout in self.loading_targets()):
+            return            # quick work shows no spinner: nothing to send (and no gap to wait)
         with self._pending_lock:
             self._changed.update(e.name for e in events)
         docs = _documents(self.layout) if hasattr(self, "layout") else []
