@@ -33,9 +33,13 @@ if pn.state.served:                    # not when the test imports INJECTED from
     pn.extension(notifications=True)
     template = serve_app()
     if pn.state.session_args.get("inject", [b""])[0] == b"export-failure":
-        downloads = [w for obj in template.main for w in obj.select(pn.widgets.FileDownload)
-                     if "ap-download" in w.css_classes]          # (template.select trips on BrowserInfo)
-        assert downloads, "no .ap-download FileDownload in the app"
-        for w in downloads:
-            w.callback = _failing_export
+        def inject():
+            # the tabs build their views when first shown: look for the button once the page is in
+            downloads = [w for obj in template.main for w in obj.select(pn.widgets.FileDownload)
+                         if "ap-download" in w.css_classes]      # (template.select trips on BrowserInfo)
+            assert downloads, "no .ap-download FileDownload in the app"
+            for w in downloads:
+                w.callback = _failing_export
+
+        pn.state.onload(inject)
     template.servable(title=TITLE)
