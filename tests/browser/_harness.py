@@ -24,6 +24,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_SCRIPT = "dashboard/app.py"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -360,3 +362,18 @@ def click_heatmap_row(page, head: int, row: int, key: float = 0.0) -> None:
     """Click head ``head``'s map at query row ``row`` (and key column ``key``)."""
     px, py = figure_frame_point(page, f".ap-head-{head}", key, row)
     page.mouse.click(px, py)
+
+
+def serving(server: AppServer):
+    """Start ``server`` for a fixture (a start failure fails the test with the log), yield it,
+    always stop it and remove its log."""
+    try:
+        server.start()
+    except (RuntimeError, AssertionError) as exc:
+        server.remove_log()
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.remove_log()

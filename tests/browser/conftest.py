@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from _harness import AppServer
+from _harness import AppServer, serving
 
 VIEWPORT = {"width": 1400, "height": 1000}
 
@@ -18,16 +18,7 @@ VIEWPORT = {"width": 1400, "height": 1000}
 def app_server():
     """``python -m panel serve dashboard/app.py`` on a free port, stopped after the module."""
     server = AppServer()
-    try:
-        server.start()
-    except (RuntimeError, AssertionError) as exc:
-        server.remove_log()
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
-        server.remove_log()
+    yield from serving(server)
 
 
 @pytest.fixture
@@ -37,3 +28,4 @@ def context(browser):
     ctx.set_default_timeout(30_000)
     yield ctx
     ctx.close()
+

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 import _probe
-from _harness import AppServer, head_count, nudge_slider, open_app, wait_for
+from _harness import serving, AppServer, head_count, nudge_slider, open_app, wait_for
 from _isolation_app import INJECTED
 
 pytestmark = pytest.mark.browser
@@ -21,16 +21,7 @@ VIEWPORT = {"width": 1400, "height": 1000}
 @pytest.fixture(scope="module")
 def isolation_server():
     server = AppServer("tests/browser/_isolation_app.py")
-    try:
-        server.start()
-    except (RuntimeError, AssertionError) as exc:
-        server.remove_log()
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
-        server.remove_log()
+    yield from serving(server)
 
 
 def download_html(page, timeout: float = 120_000) -> str:

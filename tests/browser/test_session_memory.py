@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from _harness import AppServer
+from _harness import serving, AppServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -28,16 +28,7 @@ OPEN_ALL_S = 10.0
 @pytest.fixture(scope="module")
 def fast_discard_server():
     server = AppServer(extra_args=["--check-unused-sessions", "500", "--unused-session-lifetime", "500"])
-    try:
-        server.start()
-    except (RuntimeError, AssertionError) as exc:
-        server.remove_log()
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
-        server.remove_log()
+    yield from serving(server)
 
 
 def rss_mb(server) -> float:
