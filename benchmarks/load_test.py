@@ -110,7 +110,7 @@ async def session(i: int, browser, url: str, duration: float, mode: str, stats: 
     try:
         t0 = time.monotonic()
         await page.goto(url, timeout=180_000)
-        await page.locator(".ap-head-heatmap").first.wait_for(state="visible", timeout=180_000)
+        await page.locator(".ap-heads-map").first.wait_for(state="visible", timeout=180_000)
         stats.open_s.append(time.monotonic() - t0)
         await page.wait_for_function("() => window.Bokeh !== undefined && Bokeh.documents.length > 0")
         await page.evaluate(_probe.PROBE_JS)

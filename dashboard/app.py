@@ -43,9 +43,13 @@ element, and playwright locators see through the open shadow roots):
 ``.ap-text``                optional sentence (``TextInput``; commits on Enter)
 ``.ap-position-scale``      position signal (``FloatSlider``)
 ``.ap-download``            "Download as HTML" (``FileDownload``; builds the export in memory)
-``.ap-heads``               the per-head grid (``FlexBox``): ``.ap-colorbar`` + one figure per head
-``.ap-head-heatmap``        one head's map (also ``.ap-head-0``, ``.ap-head-1``, ...): the count of
-                            ``.ap-head-heatmap`` equals H; a click in a row selects that query
+``.ap-heads``               the heads row (``Row``): ``.ap-colorbar`` + ``.ap-heads-map``
+``.ap-heads-map``           every head's map in one figure, four to a row, each labelled "head h"
+                            (a Text glyph: as many labels as H); its tag ``ap-heads:H=.. T=..
+                            stride=.. ncols=..`` says where head h's key k / query q is drawn
+                            (x = (h % ncols)*stride + k, y = (h // ncols)*stride + q); a click in
+                            a row selects that query. (The exported HTML has one figure per head:
+                            ``.ap-head-heatmap`` / ``.ap-head-<h>``.)
 ``.ap-query-plot``          heads x keys for the selected query; title "Query i ..."; a click in
                             a row selects the head of the step-by-step view
 ``.ap-single-token``        the five step-by-step panels

@@ -59,6 +59,12 @@ def layer_source_data(layer: Layer, columns) -> dict | None:
     if layer.kind == "rect":
         l, b, r, t = (np.array([float(v)]) for v in layer.bounds)
         return dict(left=l, bottom=b, right=r, top=t)
+    if layer.kind == "segments":
+        a = np.asarray(layer.array, dtype=np.float64).reshape(-1, 4)
+        return dict(x0=a[:, 0], y0=a[:, 1], x1=a[:, 2], y1=a[:, 3])
+    if layer.kind == "labels":
+        a = np.asarray(layer.array, dtype=np.float64).reshape(-1, 2)
+        return dict(x=a[:, 0], y=a[:, 1], Label=np.array(layer.texts, dtype=object))
     return None
 
 
@@ -81,6 +87,9 @@ class LivePlot:
         self.figure = self.plot.state
         if self.figure.sizing_mode == "fixed" and self.figure.width is None:
             self.figure.sizing_mode = None    # sized by frame_width/height; avoids Bokeh's W-1005
+        for grid in self.figure.grid:       # HoloViews hides grids by colour; BokehJS still
+            if grid.grid_line_color is None and grid.band_fill_color is None:   # lays them out
+                grid.visible = False            # and paints them on every repaint
         self.leaves = list(self.plot.subplots.values()) if len(frame.layers) > 1 else [self.plot]
         self._kinds = [layer.kind for layer in frame.layers]
         self._hover = list(self.figure.select(type=HoverTool))   # select() walks the model graph
@@ -145,15 +154,17 @@ class LivePlot:
                 if list(tool.tooltips) != list(frame.tooltips):
                     tool.tooltips = list(frame.tooltips)
         if frame.hover_labels is not None and (frame.hover_labels != self.frame.hover_labels
-                                               or frame.hover_ylabels != self.frame.hover_ylabels):
+                                               or frame.hover_ylabels != self.frame.hover_ylabels
+                                               or frame.hover_args != self.frame.hover_args):
             labels = list(frame.hover_labels)
             ylabels = labels if frame.hover_ylabels is None else list(frame.hover_ylabels)
+            extra = dict(frame.hover_args or {})
             for tool in self._hover:
                 for field_name, fmt in (tool.formatters or {}).items():
                     if isinstance(fmt, CustomJSHover) and "labels" in fmt.args:
-                        new = ylabels if field_name == "$y" else labels
-                        if list(fmt.args["labels"]) != new:
-                            fmt.args = {**fmt.args, "labels": new}
+                        new = {"labels": ylabels if field_name == "$y" else labels, **extra}
+                        if any(fmt.args.get(k) != v for k, v in new.items()):
+                            fmt.args = {**fmt.args, **new}
 
     def update(self, frame: Frame) -> None:
         """Show ``frame`` in place; layers that are the very same objects as before are skipped."""

@@ -54,8 +54,9 @@ class Layer:
 
     ``kind`` is ``"image"`` (``array`` rows = y from 0 up, ``bounds`` = (l, b, r, t)), ``"bars"``
     (``values`` on unit bins centred at 0..n-1), ``"hline"``/``"vline"`` (``pos``), ``"vspan"``
-    (``lo``..``hi``), ``"text"`` (``x``, ``y``, ``text``) or ``"rect"`` (one rectangle: ``bounds``
-    = (l, b, r, t)). ``style`` holds HoloViews options that
+    (``lo``..``hi``), ``"text"`` (``x``, ``y``, ``text``), ``"rect"`` (one rectangle: ``bounds``
+    = (l, b, r, t)), ``"segments"`` (``array`` of rows ``x0, y0, x1, y1``) or ``"labels"``
+    (``array`` of rows ``x, y`` and ``texts``). ``style`` holds HoloViews options that
     never change (colours, dimension names) and is used only when the figure is first drawn.
     """
 
@@ -69,6 +70,7 @@ class Layer:
     x: float = 0.0
     y: float = 0.0
     text: str = ""
+    texts: tuple[str, ...] = ()
     style: dict[str, Any] = field(default_factory=dict)
 
 
@@ -81,8 +83,9 @@ class Frame:
     lines. ``hover_labels`` (token names) let a tooltip write ``$x{custom}`` / ``$y{custom}``
     to show the position as ``"i (name)"`` (``hover_formatters``); ``hover_ylabels``, when given,
     are used for ``$y`` instead; with ``hover_raw`` the label is shown alone (it names the position
-    itself). ``opts`` are fixed figure
-    options (size, tools, fonts) for the first drawing.
+    itself). ``hover_args`` are more arguments of those formatters (``HOVER_LABEL_JS``: ``col``,
+    ``row``, ``ncols``, ``nheads`` let ``$x{head}`` name the map under the cursor in a mosaic of
+    maps). ``opts`` are fixed figure options (size, tools, fonts) for the first drawing.
     """
 
     layers: tuple[Layer, ...]
@@ -97,29 +100,42 @@ class Frame:
     hover_labels: tuple[str, ...] | None = None
     hover_ylabels: tuple[str, ...] | None = None
     hover_raw: bool = False
+    hover_args: dict[str, Any] | None = None
     opts: dict[str, Any] = field(default_factory=dict)
 
 
-# position -> "i (name)" in hover tooltips; ``labels`` is updated in place by ``LivePlot``
-HOVER_LABEL_JS = """
+# position -> "i (name)" in hover tooltips; ``labels`` is updated in place by ``LivePlot``.
+# ``{head}`` (a mosaic of maps, ``Frame.hover_args``): the map under the cursor, from its column
+# (``col[x]``) and row (``row[y]``) in the mosaic; "" in the gaps between maps.
+_HOVER_HEAD_JS = """
+if (format === "head") {
+  const c = col[Math.round(special_vars.x)], r = row[Math.round(special_vars.y)];
+  if (c === undefined || r === undefined || c < 0 || r < 0 || r * ncols + c >= nheads) return "";
+  return String(r * ncols + c);
+}
+"""
+HOVER_LABEL_JS = _HOVER_HEAD_JS + """
 const i = Math.round(value);
 return (i >= 0 && i < labels.length) ? i + " (" + labels[i] + ")" : String(i);
 """
-HOVER_RAW_LABEL_JS = """
+HOVER_RAW_LABEL_JS = _HOVER_HEAD_JS + """
 const i = Math.round(value);
 return (i >= 0 && i < labels.length) ? labels[i] : "";
 """
+_NO_HEADS = dict(col=[], row=[], ncols=1, nheads=0)
 
 
 def hover_formatters(labels: tuple[str, ...], ylabels: tuple[str, ...] | None = None,
-                     raw: bool = False) -> dict[str, Any]:
+                     raw: bool = False, args: dict[str, Any] | None = None) -> dict[str, Any]:
     """Bokeh hover formatters that show ``$x{custom}`` / ``$y{custom}`` as ``"i (labels[i])"``
-    (``ylabels[i]`` for ``$y`` when given; ``labels[i]`` alone with ``raw``)."""
+    (``ylabels[i]`` for ``$y`` when given; ``labels[i]`` alone with ``raw``); ``args``: see
+    ``Frame.hover_args``."""
     code = HOVER_RAW_LABEL_JS if raw else HOVER_LABEL_JS
-    fmt = CustomJSHover(args=dict(labels=list(labels)), code=code)
+    extra = {**_NO_HEADS, **(args or {})}
+    fmt = CustomJSHover(args=dict(labels=list(labels), **extra), code=code)
     if ylabels is None:
         return {"$x": fmt, "$y": fmt}
-    return {"$x": fmt, "$y": CustomJSHover(args=dict(labels=list(ylabels)), code=code)}
+    return {"$x": fmt, "$y": CustomJSHover(args=dict(labels=list(ylabels), **extra), code=code)}
 
 
 def _layer_element(layer: Layer) -> hv.Element:
@@ -142,9 +158,15 @@ def _layer_element(layer: Layer) -> hv.Element:
         el = hv.Text(layer.x, layer.y, layer.text, halign=st.pop("halign", "center"))
     elif layer.kind == "rect":
         el = hv.Rectangles([layer.bounds])
+    elif layer.kind == "segments":
+        a = np.asarray(layer.array, dtype=np.float64).reshape(-1, 4)
+        el = hv.Segments((a[:, 0], a[:, 1], a[:, 2], a[:, 3]))
+    elif layer.kind == "labels":
+        a = np.asarray(layer.array, dtype=np.float64).reshape(-1, 2)
+        el = hv.Labels((a[:, 0], a[:, 1], list(layer.texts)), vdims=["Label"])
     else:
-        raise ValueError(f"expected a layer kind of image, bars, hline, vline, vspan, text or rect but "
-                         f"found {layer.kind!r}")
+        raise ValueError(f"expected a layer kind of image, bars, hline, vline, vspan, text, rect, "
+                         f"segments or labels but found {layer.kind!r}")
     return el.opts(**st) if st else el
 
 
@@ -160,7 +182,8 @@ def to_element(frame: Frame) -> hv.Element | hv.Overlay:
         figure_opts["yticks"] = frame.yticks
     hover = {"hover_tooltips": frame.tooltips} if frame.tooltips else {}
     if frame.tooltips and frame.hover_labels is not None:
-        hover["hover_formatters"] = hover_formatters(frame.hover_labels, frame.hover_ylabels, frame.hover_raw)
+        hover["hover_formatters"] = hover_formatters(frame.hover_labels, frame.hover_ylabels, frame.hover_raw,
+                                                     frame.hover_args)
     layers = [_layer_element(layer) for layer in frame.layers]
     layers = [el.opts(default_tools=[], **(hover if layer.kind in ("image", "bars") else {}))
               for el, layer in zip(layers, frame.layers)]

@@ -124,6 +124,10 @@ class LiveView:
     def loading_targets(self) -> list:
         return []
 
+    def tags_of(self, figure) -> list[str]:
+        """More tags for ``figure`` next to its state id (e.g. where a mosaic's cells are)."""
+        return []
+
     def wants_spinner(self) -> bool:
         return True
 
@@ -174,8 +178,8 @@ class LiveView:
 
     def stamp(self, sid: str) -> None:
         """Mark every figure and the ``.ap-state`` element as showing state ``sid``."""
-        tag = [STATE_TAG + sid]
         for fig in self.figures():
+            tag = [STATE_TAG + sid, *self.tags_of(fig)]
             if list(fig.tags) != tag:
                 fig.tags = tag
         if sid != self.shown_id:

@@ -16,9 +16,12 @@ Each view has two functions:
 from __future__ import annotations
 
 import html
+import math
+from dataclasses import dataclass, replace
 
 import holoviews as hv
 import numpy as np
+import torch
 
 from ..common.frames import (
     MAX_PIXELS,
@@ -36,6 +39,7 @@ from ..common.frames import (
     with_marker,
 )
 from ..common.style import (
+    ACCENT,
     BLOCKED_COLOR,
     CHANGED_COLOR,
     CMAP,
@@ -47,7 +51,11 @@ from ..common.style import (
 from .state import PlaygroundResult, SingleTokenSteps
 
 __all__ = [
+    "HEADS_PER_ROW",
     "HEAD_SIZE",
+    "HeadGrid",
+    "heads_frame",
+    "heads_with_query",
     "colorbar_strip",
     "head_frame",
     "head_heatmap",
@@ -58,6 +66,7 @@ __all__ = [
     "mask_image",
     "message_html",
     "query_frame",
+    "query_plot_height",
     "query_heads",
     "single_token_bars",
     "single_token_frames",
@@ -96,6 +105,165 @@ def head_frame(result: PlaygroundResult, head: int, query: int | None = None) ->
     return frame if query is None else with_marker(frame, query)
 
 
+HEADS_PER_ROW = 4             # maps per row of the heads figure (its width never changes with H)
+HEAD_GAP = 22                 # px between two maps of the heads figure (room for "head h" above each)
+
+
+@dataclass(frozen=True)
+class HeadGrid:
+    """Where each head's map lies in the live Playground's one heads figure (a mosaic).
+
+    Heads sit ``HEADS_PER_ROW`` to a row, head ``h`` in column ``h % HEADS_PER_ROW`` and row
+    ``h // HEADS_PER_ROW``, in data units of key / query *positions*: head ``h``'s key ``k`` and
+    query ``q`` are drawn at ``x = origin(h)[0] + k``, ``y = origin(h)[1] + q`` (y grows down).
+    Maps are max-pooled over ``f x f`` blocks when all of them together exceed ``MAX_PIXELS``; a
+    cell then spans ``ceil(T / f) * f`` positions and the gap is a whole number of blocks, so that
+    one image of the whole mosaic has square pixels. The figure's size in px depends on the number
+    of rows only: a heads step inside a row of maps changes data, never the page's layout.
+    """
+
+    T: int
+    H: int
+    f: int = 1
+
+    @classmethod
+    def of(cls, T: int, H: int) -> "HeadGrid":
+        return cls(T, H, pool_factor(T, H))
+
+    @property
+    def ncols(self) -> int:
+        return HEADS_PER_ROW
+
+    @property
+    def nrows(self) -> int:
+        return max(1, math.ceil(self.H / HEADS_PER_ROW))
+
+    @property
+    def cell(self) -> int:
+        """Positions one map spans (``T`` rounded up to whole pooling blocks)."""
+        return math.ceil(self.T / self.f) * self.f
+
+    @property
+    def gap(self) -> int:
+        """Positions between two maps: ``HEAD_GAP`` px at ``HEAD_SIZE`` px per map, whole blocks."""
+        return self.f * max(1, round(HEAD_GAP * self.cell / (HEAD_SIZE * self.f)))
+
+    @property
+    def stride(self) -> int:
+        return self.cell + self.gap
+
+    @property
+    def width(self) -> int:
+        """Positions across the mosaic."""
+        return self.ncols * self.stride - self.gap
+
+    @property
+    def height(self) -> int:
+        return self.nrows * self.stride - self.gap
+
+    def origin(self, head: int) -> tuple[int, int]:
+        """(x, y) of head ``head``'s key 0 / query 0."""
+        return (head % self.ncols) * self.stride, (head // self.ncols) * self.stride
+
+    def locate(self, x: float | None, y: float | None) -> tuple[int, int, int] | None:
+        """``(head, query, key)`` under the data point ``(x, y)``; None in a gap or outside."""
+        if x is None or y is None:
+            return None
+        cx, cy = math.floor(x + 0.5), math.floor(y + 0.5)
+        c, k = divmod(cx, self.stride)
+        r, q = divmod(cy, self.stride)
+        h = r * self.ncols + c
+        if not (0 <= c < self.ncols and 0 <= r and h < self.H and k < self.T and q < self.T):
+            return None
+        return h, q, k
+
+    def frame_size(self) -> tuple[int, int]:
+        """(frame_width, frame_height) in px; the height also holds the labels above row 0."""
+        return (self.ncols * (HEAD_SIZE + HEAD_GAP) - HEAD_GAP,
+                self.nrows * (HEAD_SIZE + HEAD_GAP))
+
+    def axis_lookup(self, n: int) -> list[int]:
+        """Per position along an axis of ``n`` positions: the map column/row it is in, -1 in gaps."""
+        c, k = np.divmod(np.arange(n), self.stride)
+        return np.where(k < self.T, c, -1).tolist()
+
+    def tag(self) -> str:
+        """What tests read to find a head's cell: ``ap-heads:H=4 T=16 stride=19 ncols=4``."""
+        return f"ap-heads:H={self.H} T={self.T} stride={self.stride} ncols={self.ncols}"
+
+
+def heads_frame(result: PlaygroundResult, query: int) -> Frame:
+    """Every head's ``T x T`` map in one figure (``HeadGrid``), each with the selected-query line.
+
+    One figure instead of one per head: in the browser each figure costs a repaint and each
+    figure shown or hidden lays the whole page out again, so a heads step used to cost 2 s.
+    """
+    H, T = result.num_heads, result.seq_len
+    g = HeadGrid.of(T, H)
+    f, P, gp, sp = g.f, g.cell // g.f, g.gap // g.f, g.stride // g.f
+    img = np.full((g.nrows * sp - gp, g.ncols * sp - gp), np.nan, dtype=np.float32)
+    W = result.weights.detach().float()
+    if f > 1:     # max over f x f blocks, all heads at once (numpy's strided max took 30 ms a head)
+        W = torch.nn.functional.max_pool2d(W[None], kernel_size=f, stride=f, ceil_mode=True)[0]
+    W = W.numpy()
+    for h in range(H):
+        x0, y0 = (v // f for v in g.origin(h))
+        img[y0:y0 + P, x0:x0 + P] = W[h]
+    q = min(max(query, 0), T - 1)
+    origins = np.array([g.origin(h) for h in range(H)], dtype=np.float64).reshape(-1, 2)
+    segs = np.column_stack([origins[:, 0] - 0.5, origins[:, 1] + q, origins[:, 0] + T - 0.5,
+                            origins[:, 1] + q])
+    label_xy = np.column_stack([origins[:, 0] + (T - 1) / 2, origins[:, 1] - 0.5])
+    cols = [c for c in range(g.ncols) if c < H]
+    ticks = token_ticks(result.tokens)
+    xticks = [(c * g.stride + p, lab) for c in cols for p, lab in ticks]
+    yticks = [(r * g.stride + p, lab) for r in range(g.nrows) for p, lab in ticks]
+    stride = g.stride
+    tokens = [token_label(result.tokens, k) for k in range(T)]     # "k (name)": raw hover labels
+    xlabels = [""] * g.width
+    for c in cols:
+        xlabels[c * stride:c * stride + T] = tokens
+    ylabels = [""] * g.height
+    for r in range(g.nrows):
+        ylabels[r * stride:r * stride + T] = tokens
+    fw, fh = g.frame_size()
+    layers = (
+        Layer("image", array=img, bounds=(-0.5, -0.5, g.width - 0.5, g.height - 0.5),
+              style=dict(kdims=["key", "query"], vdims=[hv.Dimension("weight", range=(0, 1))],
+                         cmap=CMAP, clim=(0, 1), clipping_colors={"NaN": "transparent"})),
+        Layer("segments", array=segs,
+              style=dict(color=ACCENT, line_width=1.5, line_dash="dashed", alpha=0.9)),
+        Layer("labels", array=label_xy, texts=tuple(f"head {h}" for h in range(H)),
+              style=dict(text_font_size="9pt", text_color="#334155", text_baseline="bottom",
+                         text_align="center")),
+    )
+    return Frame(
+        layers=layers,
+        title=(f"{H} head{'s' if H != 1 else ''} · query on y, key on x"
+               + (f" · each pixel the max of {f}×{f}" if f > 1 else "")),
+        xlim=(-0.5, g.width - 0.5), ylim=(-0.5 - g.gap, g.height - 0.5), xticks=xticks, yticks=yticks,
+        xrotation=tick_rotation(result.tokens), invert_yaxis=True,
+        tooltips=[("head", "$x{head}"), ("query", "$y{custom}"), ("key", "$x{custom}"),
+                  ("max weight" if f > 1 else "weight", "@image{0.000}")],
+        hover_labels=tuple(xlabels), hover_ylabels=tuple(ylabels), hover_raw=True,
+        hover_args=dict(col=g.axis_lookup(g.width), row=g.axis_lookup(g.height), ncols=g.ncols,
+                        nheads=H),
+        opts=dict(frame_width=fw, frame_height=fh, xlabel="key", ylabel="query",
+                  fontsize={"title": "11pt", "xticks": "8pt", "yticks": "8pt"}),
+    )
+
+
+def heads_with_query(frame: Frame, result: PlaygroundResult, query: int) -> Frame:
+    """``heads_frame(result, ...)`` with the query line moved to ``query`` (the image is the same
+    object, so a live figure resends only the lines)."""
+    T, g = result.seq_len, HeadGrid.of(result.seq_len, result.num_heads)
+    q = min(max(query, 0), T - 1)
+    o = np.array([g.origin(h) for h in range(result.num_heads)], dtype=np.float64).reshape(-1, 2)
+    segs = np.column_stack([o[:, 0] - 0.5, o[:, 1] + q, o[:, 0] + T - 0.5, o[:, 1] + q])
+    img, line, labels = frame.layers
+    return replace(frame, layers=(img, replace(line, array=segs), labels))
+
+
 def head_heatmap(result: PlaygroundResult, head: int, query: int | None = None) -> hv.Element:
     """``head_frame`` as an ``hv.Image`` (an Overlay with the query line when ``query`` is given)."""
     return to_element(head_frame(result, head, query))
@@ -108,6 +276,15 @@ def colorbar_strip(height: int = HEAD_SIZE) -> hv.Image:
         cmap=CMAP, clim=(0, 1), width=70, height=height + 45, xaxis=None, yaxis="right",
         toolbar=None, default_tools=[], title="weight", ylabel="", fontsize={"title": "9pt"},
     )
+
+
+def query_plot_height(num_heads: int) -> int:
+    """The query plot's frame height: 96 px up to 8 heads, then 12 px per head.
+
+    Constant over the usual range on purpose: a figure whose height changes makes the browser lay
+    the whole page out again and repaint every figure (most of what a heads step cost).
+    """
+    return max(96, 12 * num_heads)
 
 
 def query_frame(result: PlaygroundResult, query: int) -> Frame:
@@ -123,7 +300,7 @@ def query_frame(result: PlaygroundResult, query: int) -> Frame:
         invert_yaxis=True,
         tooltips=[("head", "$y{0}"), ("key", "$x{custom}"), ("weight", "@image{0.000}")],
         hover_labels=result.tokens,
-        opts=dict(frame_width=520, frame_height=max(60, 24 * H), colorbar=True, xlabel="key", ylabel="",
+        opts=dict(frame_width=520, frame_height=query_plot_height(H), colorbar=True, xlabel="key", ylabel="",
                   fontsize={"title": "11pt"}),
     )
 

@@ -12,8 +12,10 @@ layout. Only what depends on the change is touched:
 - only the selected query / viewed head changed: the query line on the head maps, the query plot
   and the step-by-step view (no attention is recomputed: ``pg.n_computes`` stays).
 
-The per-head grid (one figure per head) changes only when H changes: the figures of heads >= H
-are hidden (and reused if H grows again), new heads get new figures, the others stay.
+All heads are one figure (``plots.heads_frame``, a mosaic of maps four to a row): a heads step
+changes that figure's data, and its size only when a row of maps is added or removed. (One
+figure per head made the browser lay the page out again and repaint every figure on each step:
+2 s per step in chromium at T=16, H=4.)
 """
 from __future__ import annotations
 
@@ -74,19 +76,13 @@ def state_id(r: PlaygroundResult, query: int, view_head: int) -> str:
             f"pos={r.position_scale:g} text={text}")
 
 
-def _set_head_class(live: LivePlot, cls: str) -> None:
-    """Mark a head figure shown (``ap-head-heatmap``) or hidden (``ap-head-hidden``)."""
-    classes = [c for c in live.figure.css_classes if c not in ("ap-head-heatmap", "ap-head-hidden")]
-    if cls not in live.figure.css_classes:
-        live.figure.css_classes = [cls, *classes]
-
-
 class PlaygroundView(LiveView):
     """Widgets and live figures for one ``AttentionPlayground`` (one per browser session or output).
 
     Attributes:
         layout: the Panel component to show.
-        head_plots: one ``LivePlot`` per head; ``query_plot``, ``single_plots`` (five),
+        heads_plot: the ``LivePlot`` of every head's map (``plots.heads_frame``); ``query_plot``,
+            ``single_plots`` (five),
             ``mask_plot``, ``invariance_plot``: the other figures.
     """
 
@@ -96,7 +92,6 @@ class PlaygroundView(LiveView):
         r = pg.result
         self._last: PlaygroundResult = r
         self._q, self._head = min(pg.query, r.seq_len - 1), min(pg.view_head, r.num_heads - 1)
-        self._head_frames: dict[int, Frame] = {}
 
         self.message = pn.pane.HTML("", css_classes=["ap-input-message"], stylesheets=[CSS],
                                     sizing_mode="stretch_width", margin=(0, 10))
@@ -125,10 +120,11 @@ class PlaygroundView(LiveView):
         )
 
         self.colorbar = figure_pane(render(plots.colorbar_strip()).state, "ap-colorbar")
-        self.heads_box = wrap_row(self.colorbar, css_classes=["ap-heads"], sizing_mode="stretch_width")
-        self.head_plots: list[LivePlot] = []
-        self._head_panes: list[tuple[LivePlot, pn.pane.Bokeh]] = []
-        self._sync_grid(r)
+        self._heads_frame = plots.heads_frame(r, self._q)
+        self.heads_plot = LivePlot(self._heads_frame)
+        self.heads_plot.figure.on_event(Tap, self._on_tap_query)
+        self.heads_box = wrap_row(self.colorbar, figure_pane(self.heads_plot.figure, "ap-heads-map"),
+                                  css_classes=["ap-heads"], sizing_mode="stretch_width")
 
         self.query_plot = LivePlot(plots.query_frame(r, self._q))
         self.query_plot.figure.on_event(Tap, self._on_tap_head)
@@ -156,8 +152,13 @@ class PlaygroundView(LiveView):
         return state_id(self.pg.result, self.pg.query, self.pg.view_head)
 
     def figures(self) -> list:
-        return [live.figure for live, _ in self._head_panes] + [
-            p.figure for p in (self.query_plot, *self.single_plots, self.mask_plot, self.invariance_plot)]
+        return [p.figure for p in (self.heads_plot, self.query_plot, *self.single_plots, self.mask_plot,
+                                   self.invariance_plot)]
+
+    def tags_of(self, figure) -> list[str]:
+        if figure is self.heads_plot.figure:
+            return [plots.HeadGrid.of(self._last.seq_len, self._last.num_heads).tag()]
+        return []
 
     def loading_targets(self) -> list:
         return [self.heads_box, self.query_row, self.single_pane, self.analysis]
@@ -172,11 +173,11 @@ class PlaygroundView(LiveView):
         last = self._last
         new_weights = r.weights is not last.weights
         if new_weights:
-            self._head_frames.clear()
-            self._sync_grid(r)
+            self._heads_frame = plots.heads_frame(r, q)
+        elif q != self._q:
+            self._heads_frame = plots.heads_with_query(self._heads_frame, r, q)
         if new_weights or q != self._q:
-            for h, live in enumerate(self.head_plots):
-                live.update(self._head_frame(r, h, q))
+            self.heads_plot.update(self._heads_frame)
             self.query_plot.update(plots.query_frame(r, q))
         if new_weights or q != self._q or head != self._head:
             for live, frame in zip(self.single_plots, self._single_frames(r, head, q)):
@@ -192,48 +193,9 @@ class PlaygroundView(LiveView):
         return state_id(r, query, view_head)
 
     # -- frames ------------------------------------------------------------------------------
-    def _head_frame(self, r: PlaygroundResult, head: int, query: int) -> Frame:
-        frame = self._head_frames.get(head)
-        if frame is None:                         # cached per result: a query change resends no image
-            frame = self._head_frames[head] = plots.head_frame(r, head)
-        return plots.with_marker(frame, query)
-
     @staticmethod
     def _single_frames(r: PlaygroundResult, head: int, query: int) -> list[Frame]:
         return plots.single_token_frames(single_token_steps(r, head, query), r.tokens)
-
-    def _sync_grid(self, r: PlaygroundResult) -> None:
-        """Show one figure per head: hide the figures of heads >= H, show or add figures for new ones.
-
-        A hidden figure stays in the page (figure ``visible=False``, its class ``ap-head-heatmap``
-        swapped for ``ap-head-hidden``) and is shown again with new data when H grows: adding a
-        figure to a live page costs 100-300 ms (a new Bokeh model graph), toggling one a few ms.
-        """
-        H, n = r.num_heads, len(self.head_plots)
-        q = min(self.pg.query, r.seq_len - 1)
-        for h in range(H, n):                                    # fewer heads: hide the rest
-            live, _ = self._head_panes[h]
-            _set_head_class(live, "ap-head-hidden")
-            live.figure.visible = False      # on the figure: pn.pane.Bokeh(visible=...) breaks here
-        new = []
-        for h in range(n, H):                                    # more heads: reuse, then draw
-            frame = self._head_frame(r, h, q)
-            if h < len(self._head_panes):
-                live, _ = self._head_panes[h]
-                live.update(frame)
-                _set_head_class(live, "ap-head-heatmap")
-                live.figure.visible = True
-            else:
-                live = LivePlot(frame)
-                live.figure.on_event(Tap, self._on_tap_query)
-                if self.shown_id is not None:
-                    live.figure.tags = [f"ap-state:{self.shown_id}"]
-                pane = figure_pane(live.figure, "ap-head-heatmap", f"ap-head-{h}")
-                self._head_panes.append((live, pane))
-                new.append(pane)
-        self.head_plots = [live for live, _ in self._head_panes[:H]]
-        if new:
-            self.heads_box.extend(new)
 
     # -- events --------------------------------------------------------------------------------
     def notify(self, sentence: str) -> None:
@@ -246,9 +208,11 @@ class PlaygroundView(LiveView):
                     if n > MAX_SEQ_LEN else "")
 
     def _on_tap_query(self, event) -> None:
-        q = clamp_index(event.y, self.pg.seq_len)
-        if q is not None:
-            self.pg.query = q
+        """A click on a head's map selects the query of that row."""
+        r = self._last
+        cell = plots.HeadGrid.of(r.seq_len, r.num_heads).locate(event.x, event.y)
+        if cell is not None:
+            self.pg.query = cell[1]
 
     def _on_tap_head(self, event) -> None:
         h = clamp_index(event.y, self.pg.num_heads)

@@ -239,24 +239,66 @@ def open_app(page, url: str, *, timeout: float = 60_000) -> PageWatch:
     watch = PageWatch.attach(page)
     with page.expect_console_message(lambda m: SESSION_OPEN in m.text, timeout=timeout):
         page.goto(url, timeout=timeout)
-    page.locator(".ap-head-heatmap").first.wait_for(state="visible", timeout=timeout)
+    page.locator(HEAD_MAPS).first.wait_for(state="visible", timeout=timeout)
     return watch
 
 
 # ----------------------------------------------------------------------------------------------
 # reading and driving the playground (CSS-class hooks from dashboard/app.py)
+HEAD_MAPS = ".ap-heads-map, .ap-head-heatmap"
+"""The head maps: the served / notebook Playground draws every head in one figure
+(``.ap-heads-map``, a mosaic labelled "head 0", "head 1", ...); the exported HTML has one figure
+per head (``.ap-head-heatmap``, ``.ap-head-<h>``)."""
+
+_MOSAIC_LABELS_JS = """(el) => {
+    const view = [...Bokeh.index.all_views()].find(v => v.el === el && v.frame !== undefined);
+    if (view === undefined) return null;
+    const r = view.model.renderers.find(r => r.glyph !== undefined && r.glyph.type === "Text");
+    return r === undefined ? [] : [...r.data_source.data.Label].map(String);
+}"""
+
+
+def _mosaic(page):
+    """The shown heads figure (a mosaic) or None (per-head figures: the exported page)."""
+    loc = page.locator(".ap-heads-map")
+    for i in range(loc.count()):
+        if loc.nth(i).is_visible():
+            return loc.nth(i)
+    return None
+
+
 def head_count(page) -> int:
-    return page.locator(".ap-head-heatmap").count()
+    """How many head maps are shown (the maps drawn in the heads figure, or displayed per-head
+    figures)."""
+    return len(shown_heads(page))
 
 
 def shown_heads(page) -> list[int]:
-    """The head index (``ap-head-<h>``) of every visible ``.ap-head-heatmap``, in page order."""
+    """The head index of every shown head map, in page order: from the labels drawn above the
+    maps of the heads figure, or from ``ap-head-<h>`` of every displayed ``.ap-head-heatmap``."""
+    mosaic = _mosaic(page)
+    if mosaic is not None:
+        labels = mosaic.evaluate(_MOSAIC_LABELS_JS) or []
+        return [int(m.group(1)) if (m := re.fullmatch(r"head (\d+)", t)) else -1 for t in labels]
     heads = []
     for el in page.locator(".ap-head-heatmap").all():
         if el.is_visible():
             m = re.search(r"\bap-head-(\d+)\b", el.get_attribute("class") or "")
             heads.append(int(m.group(1)) if m else -1)
     return heads
+
+
+def head_cell(page, head: int, key: float, row: float) -> tuple[str, float, float]:
+    """``(css, x, y)``: the figure holding head ``head``'s map and the data point of its key
+    ``key``, query ``row`` (in the heads figure: read from its ``ap-heads:`` tag)."""
+    mosaic = _mosaic(page)
+    if mosaic is None:
+        return f".ap-head-{head}", key, row
+    tags = mosaic.evaluate(f"el => ({_PLOT_VIEW_JS})(el).model.tags")
+    tag = next(t for t in tags if isinstance(t, str) and t.startswith("ap-heads:"))
+    geo = dict(kv.split("=") for kv in tag[len("ap-heads:"):].split())
+    stride, ncols = int(geo["stride"]), int(geo["ncols"])
+    return ".ap-heads-map", (head % ncols) * stride + key, (head // ncols) * stride + row
 
 
 def verdict(page) -> str:
@@ -360,7 +402,7 @@ def figure_frame_point(page, css: str, x: float, y: float) -> tuple[float, float
 
 def click_heatmap_row(page, head: int, row: int, key: float = 0.0) -> None:
     """Click head ``head``'s map at query row ``row`` (and key column ``key``)."""
-    px, py = figure_frame_point(page, f".ap-head-{head}", key, row)
+    px, py = figure_frame_point(page, *head_cell(page, head, key, row))
     page.mouse.click(px, py)
 
 

@@ -61,6 +61,7 @@ PROBE_JS = r"""
   const ap = window.__ap = {
     armed: false, tInput: null, inputType: null,
     lastAny: 0, lastView: 0, lastData: 0, lastViewPainted: 0, viewSeq: 0, nEvents: 0,
+    paintedEvents: -1, paintedAt: 0,
     spinnerOnAt: 0, spinnerOffAt: 0, spinnerWasOn: false,
   };
   const CONTROL = /Slider|Spinner|Checkbox|Select|Input|widgets\.|layout\.|^Row$|^Column$|Tabs|Spacer|FileDownload|Button|Toggle/;
@@ -94,13 +95,18 @@ PROBE_JS = r"""
         if ((m.css_classes || []).includes("pn-loading")) out.push((m.css_classes || []).join(" "));
     return out;
   };
-  ap.spinnerShown = () => ap.spinnerModels().length > 0 ||
-                          ap.deepAll(".pn-loading").some(shown);
+  // Panel's loading indicator is the "pn-loading" class on a model (Reactive.loading): reading
+  // the models is cheap, unlike a walk through every shadow root of the page (~30 ms per call,
+  // which, polled, delayed the very page it measured)
+  ap.spinnerShown = () => ap.spinnerModels().length > 0;
 
   ap.onChange = (ev) => {
     const t = performance.now();
-    ap.nEvents++;
+    const n = ++ap.nEvents;
     ap.lastAny = t;
+    // the moment this change (any model) was painted: two animation frames after it, if no
+    // later change came meanwhile (BokehJS paints in the first frame after a change)
+    frames().then(() => { if (n === ap.nEvents) { ap.paintedEvents = n; ap.paintedAt = performance.now(); } });
     const m = ev.model;
     if (ev.attr === "css_classes") {
       const on = ap.spinnerModels().length > 0;
@@ -161,9 +167,25 @@ PROBE_JS = r"""
       tags: (v.model.tags || []).filter(t => typeof t === "string" && t.startsWith("ap-state:"))
                                 .map(t => t.slice("ap-state:".length)),
     }));
+  // head maps shown: the maps drawn in the heads figure (its "head h" labels) plus any displayed
+  // per-head figure (.ap-head-heatmap, the exported page)
+  ap.headMaps = () => {
+    let n = 0;
+    for (const v of Bokeh.index.all_views()) {
+      if (v.frame === undefined || v.model.visible === false || !v.el.isConnected
+          || v.el.getClientRects().length === 0) continue;
+      const cls = v.model.css_classes || [];
+      if (cls.includes("ap-head-heatmap")) n += 1;
+      else if (cls.includes("ap-heads-map")) {
+        const r = v.model.renderers.find(r => r.glyph !== undefined && r.glyph.type === "Text");
+        if (r !== undefined) n += r.data_source.data.Label.length;
+      }
+    }
+    return n;
+  };
   ap.snapshot = () => ({
     controls: ap.controls(), states: ap.stateIds(), figures: ap.figures(),
-    heads: ap.deepAll(".ap-head-heatmap").filter(shown).length,
+    heads: ap.headMaps(),
     spinner: ap.spinnerShown(),
   });
 
@@ -221,7 +243,7 @@ PROBE_JS = r"""
       }
     }
     if ("H" in snap.controls && snap.heads !== snap.controls.H)
-      problems.push(`${snap.heads} .ap-head-heatmap but the heads control shows ${snap.controls.H}`);
+      problems.push(`${snap.heads} head maps shown but the heads control shows ${snap.controls.H}`);
     return {ok: problems.length === 0, problems, snapshot: snap, expected: exp};
   };
 
@@ -259,16 +281,23 @@ PROBE_JS = r"""
     const out = {mode, tInput: tIn, inputType: ap.inputType};
     const deadline = tIn + timeoutMs;
     if (mode === "state") {
-      let last = null;
+      // ap.check() walks the page (~30 ms on a 2-core machine): run it only when a change that
+      // came after the input has been painted, and only once per such change, so that the probe
+      // never holds the main thread while the page still applies the answer. The answer's time
+      // is when the change the passing check saw was painted (not when the check ended).
+      let last = null, checked = -1;
       for (;;) {
-        last = await ap.check();
-        if (last.ok) break;
-        if (performance.now() > deadline) return {...out, error: "timeout", problems: last.problems};
-        await sleep(10);
+        const n = ap.nEvents;
+        if (ap.lastAny > tIn && n !== checked && ap.paintedEvents === n) {
+          checked = n;
+          const tChange = ap.lastAny, tPaint = ap.paintedAt;
+          last = await ap.check();
+          if (last.ok && ap.nEvents === n) { out.tFigures = tChange; out.tPainted = tPaint; break; }
+        }
+        if (performance.now() > deadline)
+          return {...out, error: "timeout", problems: last ? last.problems : ["no change after the input"]};
+        await sleep(5);
       }
-      out.tFigures = performance.now();
-      await frames();
-      out.tPainted = performance.now();
     } else {
       for (;;) {
         const now = performance.now();

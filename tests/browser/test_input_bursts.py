@@ -7,7 +7,7 @@ neither the page nor the server reported an error.
 
 - the state-id contract (``tests/browser/_probe.py``): the ``.ap-state`` id equals the id the
   controls imply, and every live figure carries the tag ``ap-state:<that id>``;
-- what a user sees, without the contract: as many ``.ap-head-heatmap`` as the heads control says,
+- what a user sees, without the contract: as many head maps as the heads control says,
   the query plot titled with the selected query, the Leak detector's card, map title, verdict and
   sentence all for the selected model.
 

@@ -61,7 +61,7 @@ def open_sessions(browser, url: str, n: int, timeout_ms: float = 180_000):
         contexts.append(ctx)
         pages.append(page)
     for page in pages:
-        page.locator(".ap-head-heatmap").first.wait_for(state="visible", timeout=timeout_ms)
+        page.locator(".ap-heads-map").first.wait_for(state="visible", timeout=timeout_ms)
     return contexts, time.monotonic() - t0
 
 

@@ -107,11 +107,12 @@ def test_a_view_not_displayed_yet_still_follows_its_state():
 
 
 @pytest.mark.parametrize("T", [4, 12])
-def test_a_state_change_while_hidden_heads_exist_stamps_them_too(T):
+def test_heads_steps_stamp_the_heads_figure_with_the_state_and_its_grid(T):
     pg = AttentionPlayground(seq_len=T, num_heads=4)
     view = PlaygroundView(pg)
     with rendered(view.layout) as page:
-        pg.num_heads = 2                         # heads 2, 3 hidden (kept in the page)
-        pg.num_heads = 3
-        assert len(models_with_class(page.doc, "ap-head-heatmap")) == 3
+        pg.num_heads = 2
+        pg.num_heads = 5
+        fig = models_with_class(page.doc, "ap-heads-map")[0]
         assert _figure_ids(page.doc) == {view.shown_id}
+        assert f"ap-heads:H=5 T={T} " in " ".join(fig.tags)

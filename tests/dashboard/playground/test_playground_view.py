@@ -8,63 +8,105 @@ import numpy as np
 import panel as pn
 import pytest
 from bokeh.events import Tap
-from bokeh.models import Span
 
 from dashboard.app import TABS, build_app, serve_app
 from harness import image_of, models_with_class, rendered
 from harness import only_model_with_class as only
 from dashboard.playground import AttentionPlayground
-from dashboard.playground import PlaygroundView
+from dashboard.playground import PlaygroundView, plots
 
 
-def heads_in(doc) -> list:
-    return sorted(models_with_class(doc, "ap-head-heatmap"),
-                  key=lambda m: [c for c in m.css_classes if c.startswith("ap-head-") and
-                                 c[8:].isdigit()][0])
+def heads_fig(doc):
+    """The one figure holding every head's map."""
+    return only(doc, "ap-heads-map")
 
 
-def test_one_figure_per_head_and_the_grid_follows_num_heads():
+def head_map(fig, pg, head: int) -> np.ndarray:
+    """Head ``head``'s map as drawn in the heads figure (cut out of its mosaic image)."""
+    g = plots.HeadGrid.of(pg.result.seq_len, pg.result.num_heads)
+    x0, y0 = g.origin(head)
+    img = image_of(fig)                       # row 0 = query 0 of the heads in the first row
+    return img[y0 // g.f:(y0 + g.cell) // g.f, x0 // g.f:(x0 + g.cell) // g.f][:pg.seq_len, :pg.seq_len]
+
+
+def labels_of(fig) -> list[str]:
+    return [str(t) for t in [r for r in fig.renderers if type(r.glyph).__name__ == "Text"][0].data_source.data["Label"]]
+
+
+def test_one_figure_holds_every_head_and_follows_num_heads():
     pg = AttentionPlayground(seq_len=6, num_heads=4)
     with rendered(pn.panel(pg)) as page:
-        figs = heads_in(page.doc)
-        assert len(figs) == 4
-        pg.num_heads = 6
-        after = heads_in(page.doc)
-        assert len(after) == 6 and after[:4] == figs            # old figures kept, two added
-        pg.num_heads = 2
-        assert heads_in(page.doc) == figs[:2]
-        for h, fig in enumerate(heads_in(page.doc)):
-            np.testing.assert_array_equal(image_of(fig), pg.result.weights[h].numpy())
+        fig = heads_fig(page.doc)
+        height = fig.frame_height
+        assert labels_of(fig) == [f"head {h}" for h in range(4)]
+        pg.num_heads = 3                                     # inside a row of maps: same size
+        assert heads_fig(page.doc) is fig and fig.frame_height == height
+        assert labels_of(fig) == ["head 0", "head 1", "head 2"]
+        pg.num_heads = 6                                     # a second row of maps
+        assert fig.frame_height > height and labels_of(fig) == [f"head {h}" for h in range(6)]
+        for h in range(6):
+            np.testing.assert_array_equal(head_map(fig, pg, h), pg.result.weights[h].numpy())
+        assert "ap-heads:H=6 T=6" in " ".join(fig.tags)
 
 
-def test_new_weights_reach_the_existing_figures():
+def test_every_head_map_sits_in_its_cell_with_gaps_between():
+    pg = AttentionPlayground(seq_len=5, num_heads=5)
+    with rendered(pn.panel(pg)) as page:
+        fig = heads_fig(page.doc)
+        g = plots.HeadGrid.of(5, 5)
+        img = image_of(fig)
+        assert img.shape == (g.height, g.width)
+        gaps = [i for i, c in enumerate(g.axis_lookup(g.width)) if c < 0]
+        assert gaps and np.isnan(img[:, gaps]).all()         # transparent between maps
+        x0, y0 = g.origin(4)                                 # head 4: row 1, column 0
+        assert (x0, y0) == (0, g.stride)
+        assert np.isnan(img[y0:y0 + 5, g.stride:]).all()     # no heads 5..7: blank cells
+
+
+def test_new_weights_reach_the_existing_figure():
     pg = AttentionPlayground(seq_len=6)
     with rendered(pn.panel(pg)) as page:
-        fig = heads_in(page.doc)[2]
+        fig = heads_fig(page.doc)
         pg.seed = 5
-        assert heads_in(page.doc)[2] is fig
-        np.testing.assert_array_equal(image_of(fig), pg.result.weights[2].numpy())
+        assert heads_fig(page.doc) is fig
+        np.testing.assert_array_equal(head_map(fig, pg, 2), pg.result.weights[2].numpy())
         pg.seq_len = 9
-        np.testing.assert_array_equal(image_of(fig), pg.result.weights[2].numpy())
-        assert (fig.x_range.start, fig.x_range.end) == (-0.5, 8.5)
+        np.testing.assert_array_equal(head_map(fig, pg, 2), pg.result.weights[2].numpy())
+        g = plots.HeadGrid.of(9, pg.num_heads)
+        assert (fig.x_range.start, fig.x_range.end) == (-0.5, g.width - 0.5)
         assert page.events, "the changes were dispatched as document patches"
+
+
+def test_long_sequences_are_max_pooled_in_one_image_and_the_title_says_so():
+    pg = AttentionPlayground(seq_len=1024, num_heads=16)
+    with rendered(pn.panel(pg)) as page:
+        fig = heads_fig(page.doc)
+        g = plots.HeadGrid.of(1024, 16)
+        assert g.f > 1 and f"max of {g.f}×{g.f}" in fig.title.text
+        from dashboard.common.frames import MAX_PIXELS, pooled
+        assert image_of(fig).size <= 1.3 * MAX_PIXELS
+        x0, y0 = g.origin(7)
+        img = image_of(fig)
+        cell = img[y0 // g.f:(y0 + g.cell) // g.f, x0 // g.f:(x0 + g.cell) // g.f]
+        np.testing.assert_array_equal(cell, pooled(pg.result.weights[7].numpy(), g.f))
 
 
 def test_a_query_change_moves_the_line_and_the_query_plot_without_recompute():
     pg = AttentionPlayground(seq_len=10, num_heads=3, query=2)
     with rendered(pn.panel(pg)) as page:
         n = pg.n_computes
-        images = [image_of(f) for f in heads_in(page.doc)]
+        fig = heads_fig(page.doc)
+        image = image_of(fig)
         page.clear()
         pg.query = 7
         assert pg.n_computes == n
         query_fig = only(page.doc, "ap-query-plot")
         assert query_fig.title.text.startswith("Query 7")
         np.testing.assert_array_equal(image_of(query_fig), pg.result.weights[:, 7, :].numpy())
-        for fig, img in zip(heads_in(page.doc), images):
-            assert image_of(fig) is img                           # head images not resent
-            line = fig.select_one({"type": Span})
-            assert line.location == 7
+        assert image_of(fig) is image                            # head maps not resent
+        lines = [r for r in fig.renderers if type(r.glyph).__name__ == "Segment"][0].data_source.data
+        g = plots.HeadGrid.of(10, 3)
+        np.testing.assert_array_equal(lines["y0"], [g.origin(h)[1] + 7 for h in range(3)])
         assert 0 < page.patch_bytes() < 20_000
 
 
@@ -92,20 +134,31 @@ def test_moving_the_prefix_updates_only_the_invariance_views():
     pg = AttentionPlayground(seq_len=10, prefix=2)
     view = PlaygroundView(pg)
     with rendered(view.layout):
-        counts = [p.n_updates for p in view.head_plots + [view.query_plot]]
+        counts = [p.n_updates for p in (view.heads_plot, view.query_plot)]
         pg.prefix = 6
-        assert [p.n_updates for p in view.head_plots + [view.query_plot]] == counts
+        assert [p.n_updates for p in (view.heads_plot, view.query_plot)] == counts
         span = view.invariance_plot.leaves[3].handles["glyph"]
         assert span.location == 6.5 and "0..6" in view.stats.object
 
 
-@pytest.mark.parametrize("y, expected", [(3.2, 3), (-4.0, 0), (99.0, 9)])
-def test_a_tap_on_a_head_map_selects_that_row_clamped(y, expected):
-    pg = AttentionPlayground(seq_len=10)
+@pytest.mark.parametrize("head, y, expected", [(1, 3.2, 3), (0, 9.4, 9), (5, 6.0, 6), (2, -0.4, 0)])
+def test_a_tap_on_a_head_map_selects_that_row(head, y, expected):
+    pg = AttentionPlayground(seq_len=10, num_heads=6, query=1)
     with rendered(pn.panel(pg)) as page:
-        fig = heads_in(page.doc)[1]
-        fig._trigger_event(Tap(fig, x=1.0, y=y))
+        fig = heads_fig(page.doc)
+        x0, y0 = plots.HeadGrid.of(10, 6).origin(head)
+        fig._trigger_event(Tap(fig, x=x0 + 2.0, y=y0 + y))
         assert pg.query == expected
+
+
+def test_a_tap_between_maps_or_on_a_blank_cell_selects_nothing():
+    pg = AttentionPlayground(seq_len=10, num_heads=6, query=1)
+    with rendered(pn.panel(pg)) as page:
+        fig = heads_fig(page.doc)
+        g = plots.HeadGrid.of(10, 6)
+        fig._trigger_event(Tap(fig, x=g.cell + (g.gap - 1) / 2, y=3.0))  # the gap after head 0
+        fig._trigger_event(Tap(fig, x=g.origin(7)[0] + 2, y=g.stride + 3))   # head 7 does not exist
+        assert pg.query == 1
 
 
 def test_a_tap_on_the_query_plot_selects_the_head_of_the_step_by_step_view():
@@ -119,13 +172,13 @@ def test_a_tap_on_the_query_plot_selects_the_head_of_the_step_by_step_view():
 def test_two_sessions_keep_independent_state():
     a, b = AttentionPlayground(seq_len=6), AttentionPlayground(seq_len=6)
     with rendered(pn.panel(a)) as page_a, rendered(pn.panel(b)) as page_b:
-        fig_b = heads_in(page_b.doc)[0]
+        fig_b = heads_fig(page_b.doc)
         before = image_of(fig_b).copy()
         a.causal = False
         a.query = 1
         assert b.causal and b.query == 5
         np.testing.assert_array_equal(image_of(fig_b), before)
-        assert not np.array_equal(image_of(heads_in(page_a.doc)[0]), before)
+        assert not np.array_equal(image_of(heads_fig(page_a.doc)), before, equal_nan=True)
 
 
 def test_widgets_are_generated_from_the_parameters_with_hooks():
