@@ -6,7 +6,34 @@ import panel as pn
 
 from .style import CAVEAT_STYLES
 
-__all__ = ["caveat", "clamp_index", "figure_pane", "markdown", "widgets_from_spec", "wrap_row"]
+__all__ = ["SLIDER_TAPS_JS", "caveat", "clamp_index", "figure_pane", "markdown", "slider_taps",
+           "widgets_from_spec", "wrap_row"]
+
+SLIDER_TAPS_JS = """
+(() => {
+  if (window.__apSliderTaps) return;
+  window.__apSliderTaps = true;
+  const unlock = (event) => {
+    for (const el of event.composedPath()) {
+      if (el.classList && el.classList.contains("noUi-target")) {
+        if (el.classList.contains("noUi-state-tap")) el.classList.remove("noUi-state-tap");
+        return;
+      }
+    }
+  };
+  for (const type of ["pointerdown", "mousedown", "touchstart"])
+    window.addEventListener(type, unlock, {capture: true});
+})();
+"""
+"""Lets every press on a Bokeh slider through, however soon after the last one.
+
+Bokeh's sliders are noUiSlider widgets, which mark a slider ``noUi-state-tap`` for 300 ms after
+a click on its track (and after any value set from the server) and ignore every press on it
+until then: a second click on the track within 300 ms is dropped in the browser and never
+reaches the server (issue 9, item 4). This listener runs first (capture phase on ``window``; the
+event path crosses Bokeh's open shadow roots) and removes the mark, so the click is taken; only
+the 300 ms glide of the handle is lost.
+"""
 
 
 def widgets_from_spec(state, spec: dict[str, dict]) -> dict[str, pn.widgets.Widget]:
@@ -29,6 +56,12 @@ def with_tooltip(widget: pn.widgets.Widget, doc: str | None):
     text = " ".join(doc.split())
     return pn.Row(widget, pn.widgets.TooltipIcon(value=text, margin=(12, 0, 0, -8), width=20),
                   margin=0)
+
+
+def slider_taps() -> pn.pane.HTML:
+    """An invisible pane that installs :data:`SLIDER_TAPS_JS` on the page (once per page)."""
+    return pn.pane.HTML(f"<script>{SLIDER_TAPS_JS}</script>", width=0, height=0, margin=0,
+                        css_classes=["ap-slider-taps"])
 
 
 def figure_pane(figure, *classes: str) -> pn.pane.Bokeh:

@@ -95,8 +95,6 @@ def test_heads_keyboard_burst_ends_on_the_final_value_everywhere(context, app_se
     assert problems == [], f"after the heads burst (keys lead to H={H}):\n" + "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 9 item 4 not fixed yet: clicks on the query "
-                   "slider's track 150 ms apart can end on an earlier click (seen: 14 instead of 9)")
 def test_fast_clicks_on_a_slider_track_keep_the_last_one(context, app_server):
     page, watch, log_from = _open(context, app_server)
     base = page.locator(".ap-query .noUi-base").first
