@@ -3,11 +3,12 @@ markdown sections, wrapping rows, tap coordinates to indices."""
 from __future__ import annotations
 
 import panel as pn
+from bokeh.models import Tooltip as BkTooltip
 
 from .style import CAVEAT_STYLES
 
-__all__ = ["SLIDER_TAPS_JS", "caveat", "clamp_index", "figure_pane", "markdown", "slider_taps",
-           "widgets_from_spec", "wrap_row"]
+__all__ = ["SLIDER_TAPS_JS", "TOOLTIP_WIDTH", "caveat", "clamp_index", "figure_pane",
+           "hover_tooltip", "markdown", "slider_taps", "widgets_from_spec", "wrap_row"]
 
 SLIDER_TAPS_JS = """
 (() => {
@@ -40,13 +41,34 @@ def widgets_from_spec(state, spec: dict[str, dict]) -> dict[str, pn.widgets.Widg
     """One widget per ``{param_name: {"type": WidgetClass, **options}}`` entry, linked both ways.
 
     Label, bounds and ``constant`` (shown disabled) follow the parameter (``Widget.from_param``).
+    Buttons and button groups show the doc while the pointer is over them: below the widget and
+    wrapped to the sidebar's width (:func:`hover_tooltip`), not in one line to its right, where
+    it covered the figures (and their titles) for as long as the pointer rested on the buttons.
     """
     widgets = {}
     for name, options in spec.items():
         options = dict(options)
         kind = options.pop("type")
-        widgets[name] = kind.from_param(state.param[name], **options)
+        widget = kind.from_param(state.param[name], **options)
+        doc = state.param[name].doc
+        if "description_delay" in widget.param and doc and "description" not in options:
+            widget.description = hover_tooltip(doc)
+        widgets[name] = widget
     return widgets
+
+
+TOOLTIP_WIDTH = 280
+"""Pixels: a hover tooltip wraps within this width (narrower than the sidebars)."""
+
+
+def hover_tooltip(doc: str) -> BkTooltip:
+    """The doc as a tooltip under its widget, wrapped within :data:`TOOLTIP_WIDTH` pixels.
+
+    Panel makes a string ``description`` a one-line tooltip on the widget's right; for a
+    paragraph that line runs across the page."""
+    return BkTooltip(content=" ".join(doc.split()), position="bottom_center", attachment="below",
+                     stylesheets=[f":host {{ max-width: {TOOLTIP_WIDTH}px; }} "
+                                  ".bk-tooltip-content { white-space: normal; }"])
 
 
 def with_tooltip(widget: pn.widgets.Widget, doc: str | None):
