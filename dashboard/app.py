@@ -75,6 +75,7 @@ from typing import Callable, Sequence
 import panel as pn
 import torch
 
+from dashboard.common.panes import slider_taps
 from dashboard.heads import ModelHeads
 from dashboard.leaks import LeakDetector
 from dashboard.playground import AttentionPlayground
@@ -125,12 +126,15 @@ def build_app() -> pn.Tabs:
 def serve_app() -> pn.viewable.Viewable:
     """``build_app()`` in a ``BootstrapTemplate`` (used when served).
 
+    ``slider_taps()`` lets fast clicks on a slider's track through (Bokeh's sliders drop a click
+    that comes within 300 ms of the last one).
+
     Not ``FastListTemplate``: its design fetches a Google font, a network request (and a console
     error) on machines without internet. The Bootstrap template's resources are all served
     locally.
     """
     return pn.template.BootstrapTemplate(
-        title=TITLE, main=[build_app()], header_background="#1e293b",
+        title=TITLE, main=[build_app(), slider_taps()], header_background="#1e293b",
     )
 
 

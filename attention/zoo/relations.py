@@ -134,7 +134,8 @@ def mask_gallery(T: int = 12) -> dict[str, Tensor]:
     """The mask zoo as small dense keep-masks ``(T_q, S)`` (``True`` = may attend), by name.
 
     For pictures: causal (both alignments, bottom-right with ``T // 2`` queries on ``T`` keys),
-    sliding window, prefix-LM, packed documents, key padding (length ``T - 3``) and a composition.
+    sliding window, prefix-LM, packed documents, causal with key padding (length ``T - 3``; named
+    "causal + padding", as it is drawn) and a composition.
     """
     Tq = max(1, T // 2)
     docs = document_mask(document_ids(T))
@@ -144,7 +145,7 @@ def mask_gallery(T: int = 12) -> dict[str, Tensor]:
         f"sliding_window({WINDOW})": (sliding_window(WINDOW), T, T),
         f"prefix_lm({PREFIX})": (prefix_lm(PREFIX), T, T),
         f"document ({DOC_LEN}-token docs)": (docs, T, T),
-        f"padding (length {max(T - 3, 0)})": (and_masks(causal_mod, padding_mod([max(T - 3, 0)])), T, T),
+        f"causal + padding (length {max(T - 3, 0)})": (and_masks(causal_mod, padding_mod([max(T - 3, 0)])), T, T),
         f"sliding_window({WINDOW}) & document": (and_masks(sliding_window(WINDOW), docs), T, T),
     }
     return {name: materialize_mask(mod, 1, 1, q, k)[0, 0] for name, (mod, q, k) in mods.items()}

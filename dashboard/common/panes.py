@@ -3,23 +3,72 @@ markdown sections, wrapping rows, tap coordinates to indices."""
 from __future__ import annotations
 
 import panel as pn
+from bokeh.models import Tooltip as BkTooltip
 
 from .style import CAVEAT_STYLES
 
-__all__ = ["caveat", "clamp_index", "figure_pane", "markdown", "widgets_from_spec", "wrap_row"]
+__all__ = ["SLIDER_TAPS_JS", "TOOLTIP_WIDTH", "caveat", "clamp_index", "figure_pane",
+           "hover_tooltip", "markdown", "slider_taps", "widgets_from_spec", "wrap_row"]
+
+SLIDER_TAPS_JS = """
+(() => {
+  if (window.__apSliderTaps) return;
+  window.__apSliderTaps = true;
+  const unlock = (event) => {
+    for (const el of event.composedPath()) {
+      if (el.classList && el.classList.contains("noUi-target")) {
+        if (el.classList.contains("noUi-state-tap")) el.classList.remove("noUi-state-tap");
+        return;
+      }
+    }
+  };
+  for (const type of ["pointerdown", "mousedown", "touchstart"])
+    window.addEventListener(type, unlock, {capture: true});
+})();
+"""
+"""Lets every press on a Bokeh slider through, however soon after the last one.
+
+Bokeh's sliders are noUiSlider widgets, which mark a slider ``noUi-state-tap`` for 300 ms after
+a click on its track (and after any value set from the server) and ignore every press on it
+until then: a second click on the track within 300 ms is dropped in the browser and never
+reaches the server (issue 9, item 4). This listener runs first (capture phase on ``window``; the
+event path crosses Bokeh's open shadow roots) and removes the mark, so the click is taken; only
+the 300 ms glide of the handle is lost.
+"""
 
 
 def widgets_from_spec(state, spec: dict[str, dict]) -> dict[str, pn.widgets.Widget]:
     """One widget per ``{param_name: {"type": WidgetClass, **options}}`` entry, linked both ways.
 
     Label, bounds and ``constant`` (shown disabled) follow the parameter (``Widget.from_param``).
+    Buttons and button groups show the doc while the pointer is over them: below the widget and
+    wrapped to the sidebar's width (:func:`hover_tooltip`), not in one line to its right, where
+    it covered the figures (and their titles) for as long as the pointer rested on the buttons.
     """
     widgets = {}
     for name, options in spec.items():
         options = dict(options)
         kind = options.pop("type")
-        widgets[name] = kind.from_param(state.param[name], **options)
+        widget = kind.from_param(state.param[name], **options)
+        doc = state.param[name].doc
+        if "description_delay" in widget.param and doc and "description" not in options:
+            widget.description = hover_tooltip(doc)
+        widgets[name] = widget
     return widgets
+
+
+TOOLTIP_WIDTH = 280
+"""Pixels: a hover tooltip wraps within this width (narrower than the sidebars)."""
+
+
+def hover_tooltip(doc: str) -> BkTooltip:
+    """The doc as a tooltip under its widget, wrapped within :data:`TOOLTIP_WIDTH` pixels.
+
+    Panel makes a string ``description`` a one-line tooltip on the widget's right; for a
+    paragraph that line runs across the page."""
+    return BkTooltip(content=" ".join(doc.split()), position="bottom_center", attachment="below",
+                     stylesheets=[f":host {{ max-width: {TOOLTIP_WIDTH}px; }} "
+                                  ".bk-tooltip-content { white-space: normal; }"])
 
 
 def with_tooltip(widget: pn.widgets.Widget, doc: str | None):
@@ -29,6 +78,12 @@ def with_tooltip(widget: pn.widgets.Widget, doc: str | None):
     text = " ".join(doc.split())
     return pn.Row(widget, pn.widgets.TooltipIcon(value=text, margin=(12, 0, 0, -8), width=20),
                   margin=0)
+
+
+def slider_taps() -> pn.pane.HTML:
+    """An invisible pane that installs :data:`SLIDER_TAPS_JS` on the page (once per page)."""
+    return pn.pane.HTML(f"<script>{SLIDER_TAPS_JS}</script>", width=0, height=0, margin=0,
+                        css_classes=["ap-slider-taps"])
 
 
 def figure_pane(figure, *classes: str) -> pn.pane.Bokeh:

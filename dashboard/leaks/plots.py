@@ -59,7 +59,8 @@ ALLOWED_COLOR = "#f59e0b"             # outline of the allowed region
 LEAK_COLOR = "#dc2626"                # × on every leak, ring on the largest
 CHECKED_COLOR = "#16a34a"             # sweep: checked prefix, outputs 0..L unchanged
 FAILED_COLOR = "#dc2626"              # sweep: checked prefix, outputs 0..L moved
-UNCHECKED_COLOR = "#94a3b8"           # sweep: the relation lets outputs <= L see inputs > L
+UNCHECKED_COLOR = "#94a3b8"           # sweep: the relation lets outputs <= L see inputs > L,
+                                      # or L is the last position (no input after it)
 DECADES = 6                           # the colour scale spans this many powers of ten below the max
 RING_PAD = 0.45                       # cells of margin around the map: the ring is never clipped
 MAP_SIZE = 360                        # frame width/height of the dependency map, px
@@ -246,13 +247,19 @@ def sweep_table(report: LeakReport) -> dict[str, np.ndarray]:
     """One row per prefix ``L``: ``L``, ``diff`` (max |Δ| of outputs 0..L), ``status``, ``color``.
 
     ``status`` is ``"checked"`` (the relation forbids outputs 0..L to see inputs after L, and they
-    stayed within ``sweep_atol``), ``"moved"`` (checked, and they moved: a failure) or
-    ``"not checked"`` (the relation allows some output <= L to see an input > L).
+    stayed within ``sweep_atol``), ``"moved"`` (checked, and they moved: a failure),
+    ``"not checked"`` (the relation allows some output <= L to see an input > L) or
+    ``"nothing after L"`` (the last prefix, unless it moved: no input is replaced, so nothing is
+    tested; grey like "not checked", never green: under "full", which forbids nothing, no dot is
+    green).
     """
     diff = report.sweep.detach().double().cpu().numpy()
     checked = report.sweep_checked.cpu().numpy().astype(bool)
-    moved = checked & (diff > report.sweep_atol)
-    status = np.where(moved, "moved", np.where(checked, "checked", "not checked"))
+    last = np.arange(len(diff)) == len(diff) - 1
+    moved = checked & (diff > report.sweep_atol)      # as the verdict counts them (sweep_failures)
+    status = np.where(moved, "moved", np.where(last, "nothing after L",
+                                               np.where(checked, "checked", "not checked")))
+    checked = checked & ~last
     color = np.where(moved, FAILED_COLOR, np.where(checked, CHECKED_COLOR, UNCHECKED_COLOR))
     return dict(L=np.arange(len(diff)), diff=diff, status=status, color=color)
 

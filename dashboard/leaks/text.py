@@ -33,7 +33,8 @@ The black-box cross-check: for every prefix L, replace all inputs after L with f
 values, run the model and measure how far outputs 0..L move (all L in one batched call).
 **Green**: the relation forbids outputs 0..L to see anything after L, and they stayed within
 the tolerance. **Red**: they moved. **Grey**: not checked, because the relation lets some output
-≤ L see a later input (inside a prefix-LM's prefix, for instance). The sweep only tests the
+≤ L see a later input (inside a prefix-LM's prefix, for instance; under "full", every L), or
+because there is no input after L (the last L). The sweep only tests the
 future: a leak into the past (a window one too wide, a packed document reading the previous one)
 shows in the map alone.
 """,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attention.mask_mods import causal_mod, materialize_mask, prefix_lm, sliding_window
+from attention.mask_mods import causal_mod, materialize_mask, padding_mod, prefix_lm, sliding_window
 from attention.verify import check_entry
 from attention.zoo import RELATIONS, mask_gallery, parse_relation
 
@@ -66,6 +66,17 @@ def test_mask_gallery_holds_dense_keep_masks_of_the_mask_zoo():
     assert torch.equal(gallery["causal"], torch.ones(8, 8, dtype=torch.bool).tril())
     assert gallery["causal (bottom-right)"].shape == (4, 8)
     assert gallery["causal (bottom-right)"][-1].all()            # last query sees every key
+
+
+def test_mask_gallery_names_the_padding_tile_causal_as_it_is_drawn():
+    T = 9
+    gallery = mask_gallery(T)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    padding = materialize_mask(padding_mod([T - 3]), 1, 1, T, T)[0, 0]     # keys >= 6 blocked
+    assert not torch.equal(causal & padding, padding)       # padding alone is not causal
+    names = [name for name in gallery if "padding" in name]
+    assert names == [f"causal + padding (length {T - 3})"]
+    assert torch.equal(gallery[names[0]], causal & padding)
 
 
 def test_check_entry_returns_a_report_for_the_entrys_or_a_chosen_relation():

@@ -91,3 +91,53 @@ def test_minilm_reads_a_typed_sentence_with_72_maps_and_its_tokens_on_the_axes(c
     assert clipped_figures(page) == []
     assert watch.errors() == [], f"console errors: {watch.errors()}"
     app_server.check_log()
+
+
+_VISIBLE_TOOLTIPS_JS = """() => {
+    const out = [];
+    const walk = (root) => {
+        for (const el of root.querySelectorAll("*")) {
+            if (el.classList && el.classList.contains("bk-Tooltip")) {
+                const r = el.getBoundingClientRect(), cs = getComputedStyle(el);
+                if (r.width > 0 && cs.display !== "none" && cs.visibility !== "hidden")
+                    out.push({x: r.x, y: r.y, right: r.right, bottom: r.bottom,
+                              text: (el.shadowRoot || el).textContent});
+            }
+            if (el.shadowRoot) walk(el.shadowRoot);
+        }
+    };
+    walk(document);
+    return out;
+}"""
+
+
+def _overlaps(a: dict, b: dict) -> bool:
+    return a["x"] < b["x"] + b["width"] and b["x"] < a["right"] and \
+        a["y"] < b["y"] + b["height"] and b["y"] < a["bottom"]
+
+
+def test_the_input_buttons_tooltip_stays_in_the_sidebar_and_closes_when_the_pointer_leaves(
+        context, app_server):
+    """The "Repeated random tokens" / "My own token ids" group's doc opens on hover under the
+    buttons, inside the sidebar (it used to be one 900-pixel line over the overview's title), and
+    closes once the pointer is on the maps."""
+    page = context.new_page()
+    watch = open_app(page, app_server.url)
+    open_model_heads(page)
+    button = page.locator(".ap-th-input .bk-btn", has_text="Repeated random tokens").first
+    box = button.bounding_box()
+    page.mouse.move(box["x"] + 10, box["y"] + box["height"] / 2)
+    wait_for(page, lambda: page.evaluate(_VISIBLE_TOOLTIPS_JS), what="the input group's tooltip")
+    (tip,) = page.evaluate(_VISIBLE_TOOLTIPS_JS)
+    assert "induction head" in tip["text"]
+    sidebar = page.locator(".ap-th-sidebar").first.bounding_box()
+    assert tip["right"] <= sidebar["x"] + sidebar["width"], (tip, sidebar)
+    for css in (".ap-th-overview", ".ap-th-main"):
+        figure = page.locator(css).first.bounding_box()
+        assert not _overlaps(tip, figure), f"the tooltip {tip} covers {css} {figure}"
+
+    overview = page.locator(".ap-th-overview").first.bounding_box()
+    page.mouse.move(overview["x"] + overview["width"] / 2, overview["y"] + 10, steps=5)
+    wait_for(page, lambda: page.evaluate(_VISIBLE_TOOLTIPS_JS) == [], timeout=5.0,
+             what="the tooltip closed once the pointer left the buttons")
+    assert watch.errors() == [], f"console errors: {watch.errors()}"

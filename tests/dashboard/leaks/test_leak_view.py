@@ -298,15 +298,31 @@ def test_sweep_chart_marks_checked_moved_and_unchecked_prefixes():
     checked = sweep_checked_prefixes(r.allowed_dense).numpy()
     assert checked.all()                                       # causal checks every prefix
     moved = r.sweep.numpy() > r.sweep_atol
-    assert list(dots["status"]) == ["moved" if m else "checked" for m in moved]
+    assert list(dots["status"]) == ["moved" if m else "checked" for m in moved[:-1]] + [
+        "nothing after L"]
     # prefix 3: outputs 0..L see inputs up to 2, so only L = 0, 1 move
     assert moved.tolist() == [True, True] + [False] * (T_SMALL - 2)
     own = LeakDetector(model="prefix_lm", seq_len=T_SMALL).report        # its own relation
     dots = source(leaves(leak_plots.sweep_chart(own))[1], "Scatter")
     status = list(dots["status"])
-    assert status == ["not checked"] * 2 + ["checked"] * (T_SMALL - 2)
+    assert status == ["not checked"] * 2 + ["checked"] * (T_SMALL - 3) + ["nothing after L"]
     assert {s: c for s, c in zip(status, dots["color"])} == {
-        "not checked": leak_plots.UNCHECKED_COLOR, "checked": leak_plots.CHECKED_COLOR}
+        "not checked": leak_plots.UNCHECKED_COLOR, "checked": leak_plots.CHECKED_COLOR,
+        "nothing after L": leak_plots.UNCHECKED_COLOR}
+
+
+@pytest.mark.parametrize("allowed", ["full", "causal", "sliding:2", "prefix:3"])
+def test_sweep_dots_are_green_only_where_the_relation_forbids_a_later_input(allowed):
+    # the legend (TEXT["sweep"]): green = the relation forbids outputs 0..L to see anything
+    # after L, and they stayed put; so a green L needs some input after it, all of them forbidden
+    r = check_entry("cumsum", seq_len=T_SMALL, allowed=allowed)
+    t = leak_plots.sweep_table(r)
+    keep = r.allowed_dense.numpy().astype(bool)
+    green = [int(L) for L, c in zip(t["L"], t["color"]) if c == leak_plots.CHECKED_COLOR]
+    for L in green:
+        assert L < T_SMALL - 1 and not keep[:L + 1, L + 1:].any(), (allowed, L)
+    if allowed == "full":
+        assert green == []
 
 
 @pytest.mark.parametrize("T", [MIN_SEQ_LEN, 12])
