@@ -45,6 +45,10 @@ def layer_source_data(layer: Layer, columns) -> dict | None:
         if img.dtype.kind == "b":
             img = img.astype(np.int8)
         return dict(x=[l], y=[b], dw=[r - l], dh=[t - b], image=[img])  # row 0 drawn at y = b
+    if layer.kind == "images":
+        boxes = np.asarray(layer.boxes, dtype=np.float64).reshape(-1, 4)
+        return dict(x=boxes[:, 0], y=boxes[:, 1], dw=boxes[:, 2] - boxes[:, 0],
+                    dh=boxes[:, 3] - boxes[:, 1], image=list(layer.arrays))
     if layer.kind == "bars":
         v = layer.values
         edges = np.arange(len(v) + 1, dtype=np.float64) - 0.5
@@ -92,6 +96,9 @@ class LivePlot:
                 grid.visible = False            # and paints them on every repaint
         self.leaves = list(self.plot.subplots.values()) if len(frame.layers) > 1 else [self.plot]
         self._kinds = [layer.kind for layer in frame.layers]
+        for leaf, layer in zip(self.leaves, frame.layers):
+            if layer.kind == "images":                 # HoloViews drew the first map only
+                self._update_layer(leaf, layer)
         self._hover = list(self.figure.select(type=HoverTool))   # select() walks the model graph
         self.frame = frame
         self.n_updates = 0

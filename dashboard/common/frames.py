@@ -55,8 +55,9 @@ class Layer:
     ``kind`` is ``"image"`` (``array`` rows = y from 0 up, ``bounds`` = (l, b, r, t)), ``"bars"``
     (``values`` on unit bins centred at 0..n-1), ``"hline"``/``"vline"`` (``pos``), ``"vspan"``
     (``lo``..``hi``), ``"text"`` (``x``, ``y``, ``text``), ``"rect"`` (one rectangle: ``bounds``
-    = (l, b, r, t)), ``"segments"`` (``array`` of rows ``x0, y0, x1, y1``) or ``"labels"``
-    (``array`` of rows ``x, y`` and ``texts``). ``style`` holds HoloViews options that
+    = (l, b, r, t)), ``"segments"`` (``array`` of rows ``x0, y0, x1, y1``), ``"labels"``
+    (``array`` of rows ``x, y`` and ``texts``) or ``"images"`` (several maps in one glyph:
+    ``arrays``, one ``(l, b, r, t)`` per map in ``boxes``; drawn like ``"image"``). ``style`` holds HoloViews options that
     never change (colours, dimension names) and is used only when the figure is first drawn.
     """
 
@@ -71,6 +72,8 @@ class Layer:
     y: float = 0.0
     text: str = ""
     texts: tuple[str, ...] = ()
+    arrays: tuple[np.ndarray, ...] = ()
+    boxes: tuple[tuple[float, float, float, float], ...] = ()
     style: dict[str, Any] = field(default_factory=dict)
 
 
@@ -141,9 +144,13 @@ def hover_formatters(labels: tuple[str, ...], ylabels: tuple[str, ...] | None = 
 def _layer_element(layer: Layer) -> hv.Element:
     st = dict(layer.style)
     kdims, vdims = st.pop("kdims", None), st.pop("vdims", None)
-    if layer.kind == "image":
-        # hv.Image wants the top row first: flip so that y = row index (0 at the bottom of the data)
-        el = hv.Image(np.ascontiguousarray(layer.array[::-1]), bounds=layer.bounds,
+    if layer.kind in ("image", "images"):
+        # hv.Image wants the top row first: flip so that y = row index (0 at the bottom of the data).
+        # "images": HoloViews draws the first map; LivePlot then fills the glyph's source with all.
+        array, bounds = ((layer.array, layer.bounds) if layer.kind == "image" else
+                         (layer.arrays[0], layer.boxes[0]) if layer.arrays else
+                         (np.zeros((1, 1), np.float32), (0.0, 0.0, 1.0, 1.0)))
+        el = hv.Image(np.ascontiguousarray(array[::-1]), bounds=bounds,
                       kdims=kdims or ["x", "y"], vdims=vdims or ["z"])
     elif layer.kind == "bars":
         edges = np.arange(len(layer.values) + 1) - 0.5
@@ -165,8 +172,8 @@ def _layer_element(layer: Layer) -> hv.Element:
         a = np.asarray(layer.array, dtype=np.float64).reshape(-1, 2)
         el = hv.Labels((a[:, 0], a[:, 1], list(layer.texts)), vdims=["Label"])
     else:
-        raise ValueError(f"expected a layer kind of image, bars, hline, vline, vspan, text, rect, "
-                         f"segments or labels but found {layer.kind!r}")
+        raise ValueError(f"expected a layer kind of image, images, bars, hline, vline, vspan, text, "
+                         f"rect, segments or labels but found {layer.kind!r}")
     return el.opts(**st) if st else el
 
 
@@ -185,7 +192,7 @@ def to_element(frame: Frame) -> hv.Element | hv.Overlay:
         hover["hover_formatters"] = hover_formatters(frame.hover_labels, frame.hover_ylabels, frame.hover_raw,
                                                      frame.hover_args)
     layers = [_layer_element(layer) for layer in frame.layers]
-    layers = [el.opts(default_tools=[], **(hover if layer.kind in ("image", "bars") else {}))
+    layers = [el.opts(default_tools=[], **(hover if layer.kind in ("image", "images", "bars") else {}))
               for el, layer in zip(layers, frame.layers)]
     if len(layers) == 1:
         return layers[0].opts(**figure_opts)

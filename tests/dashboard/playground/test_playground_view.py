@@ -22,11 +22,14 @@ def heads_fig(doc):
 
 
 def head_map(fig, pg, head: int) -> np.ndarray:
-    """Head ``head``'s map as drawn in the heads figure (cut out of its mosaic image)."""
+    """Head ``head``'s map as drawn in the heads figure (row ``head`` of its image glyph), checked
+    to sit at its cell of the mosaic."""
     g = plots.HeadGrid.of(pg.result.seq_len, pg.result.num_heads)
+    data = fig.renderers[0].data_source.data
     x0, y0 = g.origin(head)
-    img = image_of(fig)                       # row 0 = query 0 of the heads in the first row
-    return img[y0 // g.f:(y0 + g.cell) // g.f, x0 // g.f:(x0 + g.cell) // g.f][:pg.seq_len, :pg.seq_len]
+    assert (data["x"][head], data["y"][head]) == (x0 - 0.5, y0 - 0.5)
+    assert (data["dw"][head], data["dh"][head]) == (g.cell, g.cell)
+    return np.asarray(data["image"][head])[:pg.seq_len, :pg.seq_len]
 
 
 def labels_of(fig) -> list[str]:
@@ -54,13 +57,13 @@ def test_every_head_map_sits_in_its_cell_with_gaps_between():
     with rendered(pn.panel(pg)) as page:
         fig = heads_fig(page.doc)
         g = plots.HeadGrid.of(5, 5)
-        img = image_of(fig)
-        assert img.shape == (g.height, g.width)
-        gaps = [i for i, c in enumerate(g.axis_lookup(g.width)) if c < 0]
-        assert gaps and np.isnan(img[:, gaps]).all()         # transparent between maps
-        x0, y0 = g.origin(4)                                 # head 4: row 1, column 0
-        assert (x0, y0) == (0, g.stride)
-        assert np.isnan(img[y0:y0 + 5, g.stride:]).all()     # no heads 5..7: blank cells
+        data = fig.renderers[0].data_source.data
+        assert len(data["image"]) == 5                       # one image per head, nothing for cells 5..7
+        assert g.gap >= 1 and g.origin(1) == (g.stride, 0) and g.origin(4) == (0, g.stride)
+        for h in range(5):
+            np.testing.assert_array_equal(head_map(fig, pg, h), pg.result.weights[h].numpy())
+        assert g.locate(g.cell + (g.gap - 1) / 2, 2) is None     # in a gap: no head
+        assert g.locate(g.origin(4)[0] + 1, g.origin(4)[1] + 3) == (4, 3, 1)
 
 
 def test_new_weights_reach_the_existing_figure():
@@ -84,10 +87,8 @@ def test_long_sequences_are_max_pooled_in_one_image_and_the_title_says_so():
         g = plots.HeadGrid.of(1024, 16)
         assert g.f > 1 and f"max of {g.f}×{g.f}" in fig.title.text
         from dashboard.common.frames import MAX_PIXELS, pooled
-        assert image_of(fig).size <= 1.3 * MAX_PIXELS
-        x0, y0 = g.origin(7)
-        img = image_of(fig)
-        cell = img[y0 // g.f:(y0 + g.cell) // g.f, x0 // g.f:(x0 + g.cell) // g.f]
+        assert sum(np.asarray(a).size for a in fig.renderers[0].data_source.data["image"]) <= MAX_PIXELS
+        cell = np.asarray(fig.renderers[0].data_source.data["image"][7])
         np.testing.assert_array_equal(cell, pooled(pg.result.weights[7].numpy(), g.f))
 
 
