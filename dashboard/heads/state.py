@@ -497,10 +497,10 @@ class HeadsState(Recomputing):
 
     def _loading_note(self, kind: str) -> str:
         name = "all-MiniLM-L6-v2" if kind == MINILM else os.path.basename(os.path.normpath(hf_name(kind)))
-        started = hf_name(kind) in _PRELOADS
-        return (f"Loading {name}: the first time in this server it imports transformers and reads the "
-                f"weights{' (started in the background when this tab opened)' if started else ''}; "
-                f"later picks are immediate.")
+        started = " (already under way in the background since the tab was opened)" \
+            if hf_name(kind) in _PRELOADS else ""
+        return (f"Loading {name}: the first time in this process it imports transformers and reads the "
+                f"weights{started}; later picks are immediate.")
 
     def _recompute_hf(self) -> dict:
         kind = self.model

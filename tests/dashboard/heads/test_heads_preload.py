@@ -101,7 +101,7 @@ def test_a_pick_during_the_preload_waits_for_it_says_so_and_loads_once(facts):
     assert facts["model_loads"] == 1 and facts["roles_computed"] == 1
     assert len(facts["pick_loading"]) == 2 and facts["pick_loading"][-1] == ""
     note = facts["pick_loading"][0]
-    assert note.startswith("Loading all-MiniLM-L6-v2") and "started in the background" in note
+    assert note.startswith("Loading all-MiniLM-L6-v2") and "under way in the background" in note
     assert "class='ap-th-loading'" in facts["pick_messages"][0]
     assert "ap-th-loading" not in facts["pick_messages"][-1]
 
