@@ -282,6 +282,9 @@ def browser(repeat: int) -> None:
                     r = page.evaluate(WAIT_STATE_JS, [before, ["model=minilm", want], 60_000])
                     if i:
                         results.append(r)
+                    else:
+                        print(f"first text change after the pick (T=128; warm-up, not in the median): {_fmt(r)}; "
+                              f"{load()}", flush=True)
                     _probe.settle(page, quiet_ms=300, timeout_ms=60_000)
                 T = len(want_a.split("=")[1].split(","))
                 print(f"text change at T={T} ({len(results)} changes, alternating two texts; each a new "
