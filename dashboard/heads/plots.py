@@ -446,9 +446,11 @@ def summary_html(th: HeadsState) -> str:
 
 
 def message_html(th: HeadsState) -> str:
-    """The model / input message: why a model cannot be shown (e.g. how to install MiniLM), why an
-    input was rejected, or a hint (``.ap-th-message``)."""
+    """The model / input message: what is loading, why a model cannot be shown (e.g. how to install
+    MiniLM), why an input was rejected, or a hint (``.ap-th-message``)."""
     parts = []
+    if th.loading:
+        parts.append(f"<div class='ap-th-loading' role='status'>{html.escape(th.loading)}</div>")
     if th.model_error:
         shown = html.escape(th.result.model_name or th.result.model)
         parts.append(f"<div class='ap-th-error' role='alert' data-error='model'>{_code(th.model_error)} "

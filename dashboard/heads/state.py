@@ -12,9 +12,11 @@ by every session. Headless: ``dashboard.heads.ModelHeads`` is the displayable ve
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,10 +42,12 @@ __all__ = [
     "hf_metrics",
     "hf_model",
     "hf_name",
+    "hf_ready",
     "is_hf",
     "model_choices",
     "model_metrics",
     "parse_token_ids",
+    "preload_hf",
     "query_reading",
     "random_model",
     "trained_model",
@@ -54,6 +58,8 @@ FORWARD_CACHE = 16         # forward passes kept per HeadsState
 MAX_TEXT_TOKENS = 256      # longest tokenized text a Hugging Face model is run on here
 DEFAULT_TEXT = "The cat sat on the mat because it was tired, and the dog sat on the rug."
 MINILM = "minilm"          # the model key of all-MiniLM-L6-v2; served models are "hf:<path>"
+
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,7 +125,14 @@ def model_choices(served: tuple[str, ...] = ()) -> dict[str, str]:
     return choices
 
 
-_HF_LOCK = threading.Lock()       # one load at a time: two sessions asking at once load it once
+# One load at a time: two sessions (or a session and the preload) asking at once load it once.
+# Re-entrant, as hf_metrics holds it while it calls hf_model.
+_HF_LOCK = threading.RLock()
+_READY: set[str] = set()                          # names whose model and head roles are loaded
+_PRELOADS: dict[str, threading.Thread] = {}
+_PRELOADS_LOCK = threading.Lock()                # never held while loading (the event loop takes it)
+PRELOAD_SECONDS: dict[str, float] = {}
+"""Wall seconds each finished preload took (model name -> seconds), for benchmarks and the log."""
 
 
 @lru_cache(maxsize=4)
@@ -138,14 +151,63 @@ def hf_model(name: str):
 
 
 @lru_cache(maxsize=4)
-def hf_metrics(name: str) -> tuple[HeadRoles, ...]:
-    """Role scores of every head of a Hugging Face model (``attention.hf.head_roles``: plain
-    sentences plus an induction probe); without a tokenizer, all roles on the probe alone."""
+def _hf_roles(name: str) -> tuple[HeadRoles, ...]:
     model, tokenizer = hf_model(name)
     if tokenizer is not None:
         return tuple(head_roles(model, tokenizer))
     probe = trace_attention(model, None, induction_probe_ids(model, None))
     return tuple(head_roles_table(role_scores([w[None] for w in probe.weights], probe.token_ids)))
+
+
+def hf_metrics(name: str) -> tuple[HeadRoles, ...]:
+    """Role scores of every head of a Hugging Face model (``attention.hf.head_roles``: plain
+    sentences plus an induction probe); without a tokenizer, all roles on the probe alone.
+    Computed once per process (and model)."""
+    with _HF_LOCK:
+        roles = _hf_roles(name)
+        _READY.add(name)
+        return roles
+
+
+def hf_ready(name: str) -> bool:
+    """Whether ``name``'s model and head roles are already loaded in this process (a pick then only
+    runs the model on the text)."""
+    return name in _READY
+
+
+def preload_hf(name: str = MINILM_NAMES[0]) -> threading.Thread | None:
+    """Start loading a model and its head roles in a background thread, once per process.
+
+    The "Model heads" tab calls it for all-MiniLM-L6-v2 when it is first shown in a served session:
+    importing transformers and reading the weights take seconds of CPU (issue 11: the first pick
+    must not wait for all of them). A pick made while the preload runs waits for it (the load lock)
+    instead of loading a second time. Failures are left to the pick, which says what is missing.
+
+    Returns:
+        the preload thread (the one already started, if any), or ``None`` when ``name`` is
+        MiniLM and its package is not installed, or the model is already loaded.
+    """
+    if hf_ready(name) or (name in MINILM_NAMES and not minilm_available()):
+        return None
+    with _PRELOADS_LOCK:
+        thread = _PRELOADS.get(name)
+        if thread is None:
+            thread = threading.Thread(target=_preload, args=(name,), daemon=True,
+                                      name=f"preload {os.path.basename(name)}")
+            _PRELOADS[name] = thread
+            thread.start()
+    return thread
+
+
+def _preload(name: str) -> None:
+    t0 = time.perf_counter()
+    try:
+        hf_metrics(name)
+    except Exception as err:               # noqa: BLE001  (the pick reports it to the user)
+        log.info("preloading %s failed (%s); a pick will say why", name, err)
+        return
+    PRELOAD_SECONDS[name] = time.perf_counter() - t0
+    log.info("preloaded %s in %.1f s", name, PRELOAD_SECONDS[name])
 
 
 def _not_available(kind: str, err: Exception) -> str:
@@ -328,9 +390,13 @@ class HeadsState(Recomputing):
         Why the input was rejected ("" when it is fine).""")
     model_error = param.String(default="", constant=True, precedence=-1, doc="""
         Why the chosen model cannot be shown ("" when it is fine), e.g. how to install MiniLM.""")
+    loading = param.String(default="", constant=True, precedence=-1, doc="""
+        What is being loaded for the chosen model right now ("" when nothing is), e.g. MiniLM's
+        first load in this process (transformers' import and the weights).""")
 
     def __init__(self, served: tuple[str, ...] | list[str] = (), **params):
         self.n_forward = 0
+        self.preload_on_show = False
         self._cache: OrderedDict[tuple, HeadsResult] = OrderedDict()
         self.served = tuple(str(p) for p in served)
         base = trained_model()
@@ -417,11 +483,38 @@ class HeadsState(Recomputing):
         metrics = list(model_metrics(self.model, seed or 0))
         return dict(result=result, metrics=metrics, input_error=error, model_error="")
 
+    def compute_in_background(self, on: bool = True) -> None:
+        """Served sessions (``dashboard.app.served``): compute in a worker thread, and let the view
+        start MiniLM's preload when the tab is first shown (``preload_on_show``)."""
+        super().compute_in_background(on)
+        self.preload_on_show = on
+
+    def start_preload(self) -> threading.Thread | None:
+        """Start loading all-MiniLM-L6-v2 in the background (once per process: ``preload_hf``), so
+        that picking it later does not wait for transformers' import and the weights. The view
+        calls it when the tab is first shown in a served session."""
+        return preload_hf(MINILM_NAMES[0])
+
+    def _loading_note(self, kind: str) -> str:
+        name = "all-MiniLM-L6-v2" if kind == MINILM else os.path.basename(os.path.normpath(hf_name(kind)))
+        started = " (already under way in the background since the tab was opened)" \
+            if hf_name(kind) in _PRELOADS else ""
+        return (f"Loading {name}: the first time in this process it imports transformers and reads the "
+                f"weights{started}; later picks are immediate.")
+
     def _recompute_hf(self) -> dict:
         kind = self.model
         try:
-            model, tokenizer = hf_model(hf_name(kind))
-            metrics = list(hf_metrics(hf_name(kind)))
+            if not hf_ready(hf_name(kind)):
+                with param.edit_constant(self):
+                    self.loading = self._loading_note(kind)
+            try:
+                model, tokenizer = hf_model(hf_name(kind))
+                metrics = list(hf_metrics(hf_name(kind)))
+            finally:
+                if self.loading:
+                    with param.edit_constant(self):
+                        self.loading = ""
         except (ValueError, OSError, ImportError, RuntimeError) as err:   # ModelNotAvailable is a ValueError
             new = self._recompute_tiny() if self.result is None else {}
             new["model_error"] = _not_available(kind, err)

@@ -21,6 +21,8 @@ tr.ap-th-selected td:first-child { box-shadow: inset 3px 0 0 #0891b2; }
 .ap-th-also { border: 1px solid var(--role); color: var(--role); }
 .ap-th-error { color: #991b1b; background: #fef2f2; border-left: 3px solid #dc2626;
                padding: 4px 8px; font-size: 13px; font-family: system-ui, sans-serif; }
+.ap-th-loading { color: #1e3a8a; background: #eff6ff; border-left: 3px solid #3b82f6;
+                 padding: 4px 8px; font-size: 13px; font-family: system-ui, sans-serif; }
 .ap-th-ok { color: var(--ap-muted); font-size: 12px; font-family: system-ui, sans-serif; }
 .ap-th-line { font-size: 13px; font-family: system-ui, sans-serif; line-height: 1.5; }
 .ap-th-error code { font-size: 12px; }

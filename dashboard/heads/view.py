@@ -7,7 +7,9 @@ query), the per-query sentence, the head-metrics table with role badges and the 
 Every figure is drawn once and updated in place through the view's update pipeline
 (``common.live.LiveView``); a model with another number of layers or heads only changes the
 overview's data, ranges and size. Loading a Hugging Face model (MiniLM: transformers' import and
-the weights, once per process) shows the loading spinner on the figures.
+the weights, once per process) shows the loading spinner on the figures and says so in the message
+pane. Served, the view starts loading MiniLM in a background thread as soon as the tab is first
+shown (``HeadsState.start_preload``), so that picking it a few seconds later is immediate.
 
 CSS-class hooks for browser tests:
 
@@ -23,7 +25,8 @@ CSS-class hooks for browser tests:
 ``.ap-th-text``           your text (``TextInput``, commits on Enter; shown for Hugging Face models)
 ``.ap-th-message``        message pane; holds ``.ap-th-error`` (``data-error="model"``: the model
                           cannot be loaded, e.g. MiniLM not installed, with the pip command;
-                          ``data-error="input"``: the input was rejected)
+                          ``data-error="input"``: the input was rejected) and ``.ap-th-loading``
+                          while a Hugging Face model loads (its first pick in the process)
 ``.ap-th-layer``          layer selector, ``.ap-th-head`` head selector (``RadioButtonGroup``)
 ``.ap-th-aggregate``      "Mean over the layer's heads" (``Checkbox``)
 ``.ap-th-overview``       the overview figure: title "L layers × H heads = N maps", heads ``H0 ..``
@@ -113,7 +116,7 @@ class ModelHeadsView(LiveView):
     """
 
     _WATCH = ["result", "metrics", "layer", "head", "query", "aggregate", "input_error", "model_error",
-              "model", "input_kind"]
+              "model", "input_kind", "loading"]
 
     def __init__(self, th: HeadsState):
         super().__init__(th)
@@ -139,6 +142,8 @@ class ModelHeadsView(LiveView):
         self._show_widgets()
         self.layout = self._assemble()
         self.start(self._WATCH)
+        if th.preload_on_show:                      # served: MiniLM loads while the tab is read
+            th.start_preload()
 
     def _now(self) -> tuple:
         th = self.th
@@ -172,7 +177,7 @@ class ModelHeadsView(LiveView):
             self.reading.object = plots.reading_html(th)
         if new_data or selection:
             self.table.object = self._table_html()
-        if diff & {"input_error", "model_error", "input_kind", "result"}:
+        if diff & {"input_error", "model_error", "input_kind", "result", "loading"}:
             self.message.object = plots.message_html(th)
         if diff & {"model", "input_kind", "result"}:
             self._show_widgets()

@@ -1,7 +1,10 @@
-"""The "Model heads" tab of the served app in chromium: the overview (one figure for every head),
-the metrics table, a click on a map that opens it in the main view, and all-MiniLM-L6-v2 reading a
-typed sentence (72 maps, its tokens on the axes)."""
+"""The "Model heads" tab of the served app in chromium: opening it starts loading all-MiniLM-L6-v2
+in the server (before any pick), the overview (one figure for every head), the metrics table, a click
+on a map that opens it in the main view, and all-MiniLM-L6-v2 reading a typed sentence (72 maps, its
+tokens on the axes)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +38,30 @@ def selected_row(page) -> tuple[int, int]:
 def flagged_row(page, role: str) -> tuple[int, int]:
     row = page.locator(".ap-th-metrics tr", has=page.locator(f".ap-th-best[data-role={role}]"))
     return int(row.get_attribute("data-layer")), int(row.get_attribute("data-head"))
+
+
+def _server_loaded_transformers(pid: int) -> bool:
+    """Whether the server process has imported transformers: its import loads the ``tokenizers``
+    extension (nothing else in the app does), seen as a mapped shared object in /proc."""
+    return "tokenizers" in Path(f"/proc/{pid}/maps").read_text()
+
+
+# First in this module: the module's server is fresh, no session has opened the tab yet.
+def test_opening_the_tab_starts_loading_minilm_in_the_server_before_it_is_picked(context, app_server):
+    from attention.hf import minilm_available
+
+    if not minilm_available():
+        pytest.skip("all-MiniLM-L6-v2 is not installed here")
+    page = context.new_page()
+    watch = open_app(page, app_server.url)
+    pid = app_server.proc.pid
+    assert not _server_loaded_transformers(pid), "the app loaded transformers before the tab was opened"
+    open_model_heads(page)
+    wait_for(page, lambda: _server_loaded_transformers(pid), timeout=240,
+             what="the server importing transformers for MiniLM after the tab was opened, with no pick")
+    assert figure_title(page, ".ap-th-overview").startswith("2 layers × 4 heads")   # still the trained model
+    assert watch.errors() == [], f"console errors: {watch.errors()}"
+    app_server.check_log()
 
 
 def test_clicking_a_map_in_the_overview_opens_that_head_in_the_main_view(context, app_server):
