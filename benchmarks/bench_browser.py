@@ -15,8 +15,9 @@ T=16/H=4, T=256/H=8 and T=1024/H=16:
 How "the last figure updated" is known (printed as ``mode``):
 
 - ``state``: the page carries the state-id contract (``.ap-state`` + ``ap-state:<id>`` figure tags,
-  see ``tests/browser/_probe.py``): the first moment every figure's tag, the ``.ap-state`` id and
-  the controls agree;
+  see ``tests/browser/_probe.py``): the painted moment of the change after which every figure's
+  tag, the ``.ap-state`` id and the controls agree (checked only once that change is painted, so
+  the check never slows the page it times);
 - ``quiet`` (fallback while the contract is missing): Bokeh document changes are hooked; the
   answer is the last change to a non-control model before 400 ms without any change (the quiet
   time is not counted), and, where the page shows the value, once it does (head-map count,

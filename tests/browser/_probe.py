@@ -18,6 +18,12 @@ Two ways to know that the page caught up with an input:
     change arrived for ``quiet_ms``. "Figures updated" is the last change to a non-control
     model (figures, sources, ranges, HTML panes) and "painted" two animation frames after it.
 
+In the ``state`` mode the answer's time is when the change that made the page consistent was
+painted (two animation frames after it); the check (~30 ms of walking the page on a 2-core
+machine) runs only after a painted change, never while the page still applies the answer:
+polled every 10 ms, as it first was, it took the main thread from the very page it timed and
+inflated a 120 ms seed change to 570 ms.
+
 Times are the page's own clock (``performance.now()`` / ``event.timeStamp``): the input is the
 first ``keydown`` / ``pointerdown`` / ``mousedown`` after :func:`arm`, so Python's scheduling does
 not enter the numbers. A WebSocket wrapper (:data:`WS_INIT_JS`, added before navigation) records
