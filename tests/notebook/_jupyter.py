@@ -119,12 +119,14 @@ class JupyterServer:
         shutil.copy(notebook, self.root / name)
         return name
 
-    def shutdown_kernels(self) -> None:
-        """Stop every kernel (between Run Alls) through the REST API."""
+    def shutdown_kernels(self, notebook: str | None = None) -> None:
+        """Stop every kernel, or that of ``notebook`` only, through the REST API."""
         try:
             with urllib.request.urlopen(f"{self.base}/api/sessions", timeout=10) as resp:
                 sessions = json.load(resp)
             for s in sessions:
+                if notebook is not None and s.get("path") != notebook:
+                    continue
                 req = urllib.request.Request(f"{self.base}/api/sessions/{s['id']}", method="DELETE")
                 urllib.request.urlopen(req, timeout=30).close()
         except (urllib.error.URLError, OSError):
@@ -193,6 +195,18 @@ class NotebookPage:
 
     def run_all(self) -> None:
         self.command("notebook:run-all-cells")
+
+    def restart_fresh(self, timeout: float = 120_000) -> None:
+        """Clear every output and restart the kernel (no dialog), as "Restart Kernel and Clear
+        Outputs of All Cells" does; returns once the new kernel is idle."""
+        self.command("notebook:clear-all-cell-outputs")
+        self.page.evaluate(f"async () => {{ await {_CURRENT}.sessionContext.restartKernel(); }}")
+        self.page.wait_for_function(
+            f"""() => {{
+                const k = {_CURRENT}.sessionContext.session.kernel;
+                return k.connectionStatus === 'connected' && k.status === 'idle'
+                       && !{_CURRENT}.content.node.querySelector('.jp-OutputArea-output');
+            }}""", timeout=timeout, polling=100)
 
     def wait_idle(self, timeout: float = 180_000) -> None:
         """Wait until every code cell has an execution count and the kernel is idle."""
