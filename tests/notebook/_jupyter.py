@@ -111,12 +111,25 @@ class JupyterServer:
             time.sleep(0.3)
 
     def url(self, notebook: str) -> str:
-        path = "lab/tree" if self.app == "lab" else "notebooks"
-        return f"{self.base}/{path}/{notebook}"
+        """The page of ``notebook``. In JupyterLab, in a workspace of its own: the default
+        workspace is shared by every page of the server, and a later page would restore (and
+        show as its current tab) the notebooks earlier pages had open."""
+        if self.app == "lab":
+            self._pages = getattr(self, "_pages", 0) + 1
+            return f"{self.base}/lab/workspaces/page{self._pages}/tree/{notebook}"
+        return f"{self.base}/notebooks/{notebook}"
 
     def copy(self, notebook, name: str) -> str:
         """Copy ``notebook`` into the root as ``name`` (a fresh file: no saved outputs)."""
         shutil.copy(notebook, self.root / name)
+        return name
+
+    def write_notebook(self, name: str, sources: list[str]) -> str:
+        """Write a notebook of code cells holding ``sources`` into the root as ``name``."""
+        import nbformat
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in sources])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, self.root / name)
         return name
 
     def shutdown_kernels(self, notebook: str | None = None) -> None:
@@ -183,6 +196,7 @@ class NotebookPage:
         self.page.goto(self.server.url(self.name), timeout=timeout)
         self.page.wait_for_function(
             f"""() => window.jupyterapp && {_CURRENT} && {_CURRENT}.sessionContext
+                      && {_CURRENT}.context && {_CURRENT}.context.path === {json.dumps(self.name)}
                       && {_CURRENT}.sessionContext.session && {_CURRENT}.sessionContext.session.kernel
                       && {_CURRENT}.sessionContext.session.kernel.connectionStatus === 'connected'
                       && {_CURRENT}.sessionContext.session.kernel.status === 'idle'""",

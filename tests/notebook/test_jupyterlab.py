@@ -145,6 +145,55 @@ def test_run_all_renders_offline(session):
     assert not ours, ours
 
 
+def frontend_noise(watch: PageWatch, types=("error",)) -> dict[str, int]:
+    """Console messages of these ``types`` and uncaught page errors, by kind (digits and ids
+    removed), counted."""
+    kinds: dict[str, int] = {}
+    lines = [m for m in watch.console if m.split(":", 1)[0] in types]
+    lines += [f"uncaught: {e}" for e in watch.page_errors]
+    for line in lines:
+        kind = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27,}|\d+", "#", line.splitlines()[0])[:120]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
+YJS_NOT_SAME_DOC = "warning: [yjs##] Not same Y.Doc"
+
+
+def test_frontend_errors_come_from_jupyter_not_the_dashboard(session, server, nb_browser):
+    """Every kind of console error and uncaught page error of the playground's page, and
+    Notebook 7's "[yjs#509] Not same Y.Doc" warning, also show in the same app for a notebook
+    of as many cells that imports nothing of ours (``print(i)`` in each): they are the
+    frontend's own (measured: NB7's "Cannot read properties of undefined (reading 'schema')"
+    and the yjs warnings, about one per cell), not the dashboard's output."""
+    nb, watch, _ = session
+    cells = nb.cell_count()
+    name = server.write_notebook("baseline.ipynb", [f"print({i})" for i in range(cells)])
+    ctx = nb_browser.new_context(viewport={"width": 1400, "height": 1000})
+    ctx.set_default_timeout(60_000)
+    try:
+        blocked = block_non_local(ctx)
+        page = ctx.new_page()
+        base_watch = PageWatch.attach(page)
+        base = NotebookPage(page, server, name).open()
+        base.run_all()
+        base.wait_idle()
+        assert base.outputs_text()[-1].strip() == str(cells - 1)
+        page.wait_for_timeout(2000)       # late messages (the playground's page had minutes)
+    finally:
+        ctx.close()
+        server.shutdown_kernels(name)
+    everything = ("error", "warning", "log", "info", "debug")
+    print(f"\n[{server.app}] console messages by kind ({cells} cells each):"
+          f"\n  playground: {frontend_noise(watch, everything)}"
+          f"\n  print(i) notebook: {frontend_noise(base_watch, everything)}")
+    assert blocked == []
+    ours, baseline = frontend_noise(watch), frontend_noise(base_watch)
+    assert set(ours) <= set(baseline), sorted(set(ours) - set(baseline))
+    if YJS_NOT_SAME_DOC in frontend_noise(watch, ("warning",)):
+        assert YJS_NOT_SAME_DOC in frontend_noise(base_watch, ("warning",))
+
+
 def test_output_matches_the_kernel_after_run_all(session):
     nb, _, _ = session
     kernel = kernel_state(nb)
