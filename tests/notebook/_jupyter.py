@@ -162,6 +162,33 @@ class JupyterServer:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def served_notebook(notebook: str, *, startup_timeout: float = 300.0):
+    """``panel serve NOTEBOOK`` (``_harness.AppServer``) that counts as started once the server
+    answers a static file: the page's own request is then the first session, instead of one
+    session run by the start-up check and a second one by the page (the notebook runs once)."""
+    from _harness import AppServer
+
+    class StaticReady(AppServer):
+        def _wait_until_answering(self) -> None:
+            probe = f"http://localhost:{self.port}/static/js/bokeh.min.js"
+            deadline = time.monotonic() + self.startup_timeout
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"panel serve exited with code {self.proc.returncode}:\n{self.log()}")
+                try:
+                    with urllib.request.urlopen(urllib.request.Request(probe, method="HEAD"), timeout=10) as r:
+                        if r.status == 200:
+                            return
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"panel serve did not answer within {self.startup_timeout:.0f} s:"
+                                       f"\n{self.log()}")
+                time.sleep(0.3)
+
+    return StaticReady(notebook, startup_timeout=startup_timeout)
+
+
 def block_non_local(context) -> list[str]:
     """Abort every request of ``context`` whose host is not localhost; return the list of them."""
     blocked: list[str] = []

@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from _jupyter import PANEL_MISSING, REPO_ROOT, JupyterServer, NotebookPage, block_non_local, wait_for
+from _jupyter import (PANEL_MISSING, REPO_ROOT, JupyterServer, NotebookPage, block_non_local,
+                      served_notebook, wait_for)
 from _harness import PageWatch
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -283,17 +284,18 @@ def test_panel_serve_of_the_notebook(nb_browser):
     """``panel serve examples/playground.ipynb`` serves the notebook's outputs as a live app, with
     no non-local request (Panel's EditableTemplate links a Google font unless
     ``dashboard.extension()`` swapped it for its font-less subclass)."""
-    from _harness import SESSION_OPEN, AppServer
+    from _harness import SESSION_OPEN
 
-    with AppServer("examples/playground.ipynb", startup_timeout=300) as app:
+    with served_notebook("examples/playground.ipynb") as app:
         ctx = nb_browser.new_context(viewport={"width": 1400, "height": 1000})
         ctx.set_default_timeout(60_000)
         try:
             blocked = block_non_local(ctx)
             page = ctx.new_page()
             watch = PageWatch.attach(page)
-            with page.expect_console_message(lambda m: SESSION_OPEN in m.text, timeout=120_000):
-                page.goto(app.url, timeout=120_000)
+            # the page's request runs the notebook: imports and all (minutes on a loaded machine)
+            with page.expect_console_message(lambda m: SESSION_OPEN in m.text, timeout=240_000):
+                page.goto(app.url, timeout=240_000)
             page.locator(".ap-head-heatmap").first.wait_for(state="visible", timeout=120_000)
             assert page.locator(".ap-head-heatmap").count() == 4
             before = verdict(page)
