@@ -5,7 +5,7 @@ Call :func:`extension` once, where a notebook would call ``pn.extension()``::
     import dashboard
     dashboard.extension()
 
-It is ``pn.extension(*args, **kw)`` with three differences, all needed to render offline:
+It is ``pn.extension(*args, **kw)`` with four differences, all needed to render offline:
 
 1. **Inline JavaScript.** ``inline=True`` unless you pass ``inline=False``: BokehJS and Panel's JS
    travel inside the notebook output (about 6 MB) instead of being fetched from cdn.bokeh.org and

@@ -237,6 +237,13 @@ class NotebookPage:
     def run_all(self) -> None:
         self.command("notebook:run-all-cells")
 
+    def truncate(self, n: int) -> None:
+        """Delete every cell after the first ``n`` (cells tests added)."""
+        self.page.evaluate(
+            f"""(n) => {{ const m = {_CURRENT}.content.model.sharedModel;
+                         if (m.cells.length > n) m.deleteCellRange(n, m.cells.length); }}""", n)
+        self.page.wait_for_function(f"() => {_CURRENT}.content.widgets.length === {n}")
+
     def restart_fresh(self, timeout: float = 120_000) -> None:
         """Clear every output and restart the kernel (no dialog), as "Restart Kernel and Clear
         Outputs of All Cells" does; returns once the new kernel is idle."""

@@ -1,14 +1,16 @@
 """examples/playground.ipynb in a real JupyterLab 4 and Notebook 7, offline, in chromium.
 
 Each app is started once per module (``_jupyter.JupyterServer``: temporary root, no token, the
-kernel is this Python); every request of the page that is not to localhost is aborted and
-recorded. The notebook is opened, run with "Run all cells" (the app's own command) and then
-driven through its widgets and new cells. "Consistent" means the output shows what the kernel
-holds: the verdict badge, the causal checkbox, the selected query (query plot title) and the head
-maps' data against ``pg``.
+kernel is this Python) and the notebook opened once in it (the ``session`` fixture: one page,
+one Run All, shared by the tests; the fresh Run Alls restart its kernel); every request of the
+page that is not to localhost is aborted and recorded. The notebook is run with "Run all cells"
+(the app's own command) and then driven through its widgets and new cells. "Consistent" means
+the output shows what the kernel holds: the verdict badge, the causal checkbox, the selected
+query (query plot title) and the head maps' data against ``pg``.
 
 The live-update tests (seed, ``pg.query = 2``) need the dashboard's update path to push Bokeh
-model edits to notebook outputs (``pn.io.push_notebook``); see docs/NOTEBOOKS.md.
+model edits to notebook outputs (``pn.io.push_notebook``, dashboard/common/live.py). The last
+test serves the notebook with ``panel serve``.
 """
 from __future__ import annotations
 
@@ -240,40 +242,36 @@ def test_query_set_from_a_new_cell_moves_the_selection(session):
 
 
 @pytest.mark.timeout(1200)
-def test_fresh_run_alls_end_consistent(server, nb_browser):
+def test_fresh_run_alls_end_consistent(session, server):
     """Run All from a fresh kernel, FRESH_RUNS times in JupyterLab (once in Notebook 7, the same
-    frontend code): the output always ends showing the kernel's state.
+    frontend code): the output always ends showing the kernel's state, and the kernel holds what
+    the cells set.
 
-    One page on a fresh copy of the notebook: the first Run All is that of a newly opened page;
-    each later one follows "Restart Kernel and Clear Outputs" (a new kernel, new outputs, new
-    comms: what the race depends on), which spares a JupyterLab page load per run. The kernel's
-    state is read through a silent request, so the notebook's cells stay those of the example.
+    In the shared page (whose first Run All, on a newly opened page, the tests above check): the
+    cells tests added are deleted, then each run is "Restart Kernel and Clear Outputs" (a new
+    kernel, new outputs, new comms: what the race depends on) and "Run All". The kernel's state
+    is read through a silent request, so the notebook's cells stay those of the example.
     """
+    import nbformat
+
+    nb, watch, blocked = session
+    nb.truncate(len(nbformat.read(NOTEBOOK, as_version=4).cells))
     runs = FRESH_RUNS if server.app == "lab" else 1
-    name = server.copy(NOTEBOOK, "fresh.ipynb")
-    ctx = nb_browser.new_context(viewport={"width": 1400, "height": 1000})
-    ctx.set_default_timeout(60_000)
     results = []
-    try:
-        nb, watch, blocked, rendered = open_and_run_all(ctx, server, name)
-        for i in range(runs):
-            if i:
-                nb.restart_fresh()
-                t0 = time.monotonic()
-                nb.run_all()
-                nb.page.locator(".ap-head-heatmap").first.wait_for(state="visible", timeout=180_000)
-                rendered = time.monotonic() - t0
-                nb.wait_idle()
-            kernel = kernel_state(nb)
-            try:
-                wait_for(nb.page, lambda: consistent(shown_state(nb.page), kernel), timeout=15)
-                ok = kernel_as_set(kernel)
-            except AssertionError:
-                ok = False
-            results.append((ok, round(rendered, 1), kernel, shown_state(nb.page)))
-    finally:
-        ctx.close()
-        server.shutdown_kernels(name)
+    for _ in range(runs):
+        nb.restart_fresh()
+        t0 = time.monotonic()
+        nb.run_all()
+        nb.page.locator(".ap-head-heatmap").first.wait_for(state="visible", timeout=180_000)
+        rendered = time.monotonic() - t0
+        nb.wait_idle()
+        kernel = kernel_state(nb)
+        try:
+            wait_for(nb.page, lambda: consistent(shown_state(nb.page), kernel), timeout=15)
+            ok = kernel_as_set(kernel)
+        except AssertionError:
+            ok = False
+        results.append((ok, round(rendered, 1), kernel, shown_state(nb.page)))
     print(f"\n[{server.app}] fresh Run Alls (ok, s to head maps, kernel, shown):", *results, sep="\n  ")
     assert len(results) == runs and all(ok for ok, *_ in results), results
     assert blocked == [], blocked
