@@ -5,8 +5,11 @@
   of the notebooks, and isolated Jupyter config/data/runtime directories. The kernel is this
   Python (``sys.executable``) with the repository first on ``PYTHONPATH``. The app is exposed as
   ``window.jupyterapp`` so that tests run commands (``notebook:run-all-cells``) the way the menu does.
+  In JupyterLab each page gets a workspace of its own (no page restores another's notebooks).
+- :func:`served_notebook`: ``panel serve NOTEBOOK`` ready once it answers a static file.
 - :func:`block_non_local` aborts every request of a browser context that is not to localhost.
-- :class:`NotebookPage` opens a notebook, runs all cells, runs new cells and reads their output.
+- :class:`NotebookPage` opens a notebook, runs all cells, restarts its kernel with cleared outputs,
+  runs new cells, reads their output and evaluates expressions in the kernel silently.
 """
 from __future__ import annotations
 
@@ -118,11 +121,6 @@ class JupyterServer:
             self._pages = getattr(self, "_pages", 0) + 1
             return f"{self.base}/lab/workspaces/page{self._pages}/tree/{notebook}"
         return f"{self.base}/notebooks/{notebook}"
-
-    def copy(self, notebook, name: str) -> str:
-        """Copy ``notebook`` into the root as ``name`` (a fresh file: no saved outputs)."""
-        shutil.copy(notebook, self.root / name)
-        return name
 
     def write_notebook(self, name: str, sources: list[str]) -> str:
         """Write a notebook of code cells holding ``sources`` into the root as ``name``."""
