@@ -5,7 +5,7 @@ Call :func:`extension` once, where a notebook would call ``pn.extension()``::
     import dashboard
     dashboard.extension()
 
-It is ``pn.extension(*args, **kw)`` with three differences, all needed to render offline:
+It is ``pn.extension(*args, **kw)`` with four differences, all needed to render offline:
 
 1. **Inline JavaScript.** ``inline=True`` unless you pass ``inline=False``: BokehJS and Panel's JS
    travel inside the notebook output (about 6 MB) instead of being fetched from cdn.bokeh.org and
@@ -21,6 +21,13 @@ It is ``pn.extension(*args, **kw)`` with three differences, all needed to render
 3. **Quiet.** ``BokehUserWarning: reference already known`` is filtered, as Panel and HoloViews do
    themselves for VS Code: the frontend echoes models the kernel already holds (harmless; the
    kernel keeps its own instance).
+4. **Served notebooks stay local.** ``panel serve some.ipynb`` lays the notebook's outputs out in
+   Panel's ``EditableTemplate`` (``pn.config.template = "editable"``), which links the Lato font
+   from fonts.googleapis.com: the one non-local request of a served notebook. In inline mode
+   (the default), the template names ``"editable"`` and ``"vanilla"`` resolve to subclasses without that
+   link (:func:`install_offline_templates`); their CSS asks for ``'Lato', sans-serif``, so the
+   page uses a locally installed Lato or the browser's sans-serif. Everything else such a
+   template loads (its CSS, interact.js, muuri) is already served from Panel's bundled files.
 
 :func:`ensure_extension` is the automatic form for the dashboard's own viewers: called from their
 ``_repr_mimebundle_`` it runs :func:`extension` once when an object is displayed in a kernel that
@@ -39,9 +46,12 @@ import re
 import warnings
 from pathlib import Path
 
-__all__ = ["ensure_extension", "extension", "inline_css_url", "install_stylesheet_patch", "is_loaded"]
+__all__ = ["ensure_extension", "extension", "inline_css_url", "install_offline_templates",
+           "install_stylesheet_patch", "is_loaded"]
 
-_state = {"loaded": False, "args": set(), "patched": False}
+_state = {"loaded": False, "args": set(), "patched": False, "templates": False}
+# the template names whose only non-local resource is a web font (a CSS fallback exists)
+_FONT_ONLY_TEMPLATES = ("editable", "vanilla")
 _CSS_URL = re.compile(r"""url\(\s*(['"]?)([^'")]+)\1\s*\)""")
 
 
@@ -125,6 +135,39 @@ def install_stylesheet_patch() -> None:
     _state["patched"] = True
 
 
+def _is_local(url: str) -> bool:
+    """Not ``scheme://...`` nor ``//host/...`` (a path, or a ``data:`` URL)."""
+    return re.match(r"^([a-z][a-z0-9+.-]*:)?//", url, re.I) is None
+
+
+def install_offline_templates() -> None:
+    """Make ``pn.config.template = "editable"`` (and ``"vanilla"``) give a template that links
+    no web font.
+
+    ``panel serve`` of a notebook sets ``config.template = "editable"`` after the notebook ran and
+    Panel looks the name up in ``config.param.template.names``; each entry of
+    :data:`_FONT_ONLY_TEMPLATES` is replaced there by a subclass whose ``_resources["css"]`` keeps
+    only local entries (Panel's own ``_resources`` lists nothing else for them but bundled JS).
+    """
+    if _state["templates"]:
+        return
+    from panel.config import config
+
+    names = config.param.template.names
+    for name in _FONT_ONLY_TEMPLATES:
+        base = names.get(name)
+        if base is None or getattr(base, "_offline_of", None) is not None:
+            continue
+        resources = {kind: ({k: v for k, v in entries.items() if _is_local(v)}
+                            if kind in ("css", "font") else entries)
+                     for kind, entries in base._resources.items()}
+        names[name] = type(base)(base.__name__, (base,), {
+            "_resources": resources, "_offline_of": base,
+            "__doc__": f"{base.__name__} without its web-font link (dashboard.extension()).",
+            "__module__": __name__})
+    _state["templates"] = True
+
+
 def is_loaded() -> bool:
     """Whether :func:`extension` has published the inline resources in this kernel."""
     return _state["loaded"]
@@ -144,6 +187,7 @@ def extension(*args: str, **kw) -> None:
     inline = kw.setdefault("inline", True)
     if inline:
         install_stylesheet_patch()
+        install_offline_templates()
     new_args = set(args) - _state["args"]
     extra = {k: v for k, v in kw.items() if k != "inline"}
     if _state["loaded"] and not new_args and not extra and pn.config.inline == inline:

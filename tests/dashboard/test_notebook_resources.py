@@ -50,3 +50,20 @@ def test_the_hook_inlines_only_in_inline_mode_and_only_for_the_cdn(monkeypatch):
 def test_ensure_extension_does_nothing_outside_a_kernel():
     notebook.ensure_extension()
     assert not notebook.is_loaded()
+
+
+@pytest.mark.parametrize("name", ["editable", "vanilla"])
+def test_served_notebook_templates_link_no_web_font(name, monkeypatch):
+    """``panel serve x.ipynb`` renders into ``config.template = "editable"``: after the set-up,
+    that name gives a template whose resources (CSS and JS) are all local."""
+    from panel.template import EditableTemplate, VanillaTemplate
+
+    original = {"editable": EditableTemplate, "vanilla": VanillaTemplate}[name]
+    assert any("fonts.googleapis.com" in u for u in original().resolve_resources()["css"].values())
+    notebook.install_offline_templates()
+    monkeypatch.setattr(pn.config, "template", name)
+    cls = pn.config.template
+    assert issubclass(cls, original) and cls is not original
+    found = cls().resolve_resources()
+    urls = [*found["css"].values(), *found["js"].values(), *found["js_modules"].values()]
+    assert urls and all(not re.match(r"^([a-z]+:)?//", u) for u in urls), urls

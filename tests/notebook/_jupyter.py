@@ -5,8 +5,11 @@
   of the notebooks, and isolated Jupyter config/data/runtime directories. The kernel is this
   Python (``sys.executable``) with the repository first on ``PYTHONPATH``. The app is exposed as
   ``window.jupyterapp`` so that tests run commands (``notebook:run-all-cells``) the way the menu does.
+  In JupyterLab each page gets a workspace of its own (no page restores another's notebooks).
+- :func:`served_notebook`: ``panel serve NOTEBOOK`` ready once it answers a static file.
 - :func:`block_non_local` aborts every request of a browser context that is not to localhost.
-- :class:`NotebookPage` opens a notebook, runs all cells, runs new cells and reads their output.
+- :class:`NotebookPage` opens a notebook, runs all cells, restarts its kernel with cleared outputs,
+  runs new cells, reads their output and evaluates expressions in the kernel silently.
 """
 from __future__ import annotations
 
@@ -111,20 +114,30 @@ class JupyterServer:
             time.sleep(0.3)
 
     def url(self, notebook: str) -> str:
-        path = "lab/tree" if self.app == "lab" else "notebooks"
-        return f"{self.base}/{path}/{notebook}"
+        """The page of ``notebook``. In JupyterLab, in a workspace of its own: the default
+        workspace is shared by every page of the server, and a later page would restore (and
+        show as its current tab) the notebooks earlier pages had open."""
+        if self.app == "lab":
+            self._pages = getattr(self, "_pages", 0) + 1
+            return f"{self.base}/lab/workspaces/page{self._pages}/tree/{notebook}"
+        return f"{self.base}/notebooks/{notebook}"
 
-    def copy(self, notebook, name: str) -> str:
-        """Copy ``notebook`` into the root as ``name`` (a fresh file: no saved outputs)."""
-        shutil.copy(notebook, self.root / name)
+    def write_notebook(self, name: str, sources: list[str]) -> str:
+        """Write a notebook of code cells holding ``sources`` into the root as ``name``."""
+        import nbformat
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in sources])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, self.root / name)
         return name
 
-    def shutdown_kernels(self) -> None:
-        """Stop every kernel (between Run Alls) through the REST API."""
+    def shutdown_kernels(self, notebook: str | None = None) -> None:
+        """Stop every kernel, or that of ``notebook`` only, through the REST API."""
         try:
             with urllib.request.urlopen(f"{self.base}/api/sessions", timeout=10) as resp:
                 sessions = json.load(resp)
             for s in sessions:
+                if notebook is not None and s.get("path") != notebook:
+                    continue
                 req = urllib.request.Request(f"{self.base}/api/sessions/{s['id']}", method="DELETE")
                 urllib.request.urlopen(req, timeout=30).close()
         except (urllib.error.URLError, OSError):
@@ -145,6 +158,33 @@ class JupyterServer:
         if getattr(self, "_log", None):
             self._log.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def served_notebook(notebook: str, *, startup_timeout: float = 300.0):
+    """``panel serve NOTEBOOK`` (``_harness.AppServer``) that counts as started once the server
+    answers a static file: the page's own request is then the first session, instead of one
+    session run by the start-up check and a second one by the page (the notebook runs once)."""
+    from _harness import AppServer
+
+    class StaticReady(AppServer):
+        def _wait_until_answering(self) -> None:
+            probe = f"http://localhost:{self.port}/static/js/bokeh.min.js"
+            deadline = time.monotonic() + self.startup_timeout
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"panel serve exited with code {self.proc.returncode}:\n{self.log()}")
+                try:
+                    with urllib.request.urlopen(urllib.request.Request(probe, method="HEAD"), timeout=10) as r:
+                        if r.status == 200:
+                            return
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"panel serve did not answer within {self.startup_timeout:.0f} s:"
+                                       f"\n{self.log()}")
+                time.sleep(0.3)
+
+    return StaticReady(notebook, startup_timeout=startup_timeout)
 
 
 def block_non_local(context) -> list[str]:
@@ -181,6 +221,7 @@ class NotebookPage:
         self.page.goto(self.server.url(self.name), timeout=timeout)
         self.page.wait_for_function(
             f"""() => window.jupyterapp && {_CURRENT} && {_CURRENT}.sessionContext
+                      && {_CURRENT}.context && {_CURRENT}.context.path === {json.dumps(self.name)}
                       && {_CURRENT}.sessionContext.session && {_CURRENT}.sessionContext.session.kernel
                       && {_CURRENT}.sessionContext.session.kernel.connectionStatus === 'connected'
                       && {_CURRENT}.sessionContext.session.kernel.status === 'idle'""",
@@ -193,6 +234,25 @@ class NotebookPage:
 
     def run_all(self) -> None:
         self.command("notebook:run-all-cells")
+
+    def truncate(self, n: int) -> None:
+        """Delete every cell after the first ``n`` (cells tests added)."""
+        self.page.evaluate(
+            f"""(n) => {{ const m = {_CURRENT}.content.model.sharedModel;
+                         if (m.cells.length > n) m.deleteCellRange(n, m.cells.length); }}""", n)
+        self.page.wait_for_function(f"() => {_CURRENT}.content.widgets.length === {n}")
+
+    def restart_fresh(self, timeout: float = 120_000) -> None:
+        """Clear every output and restart the kernel (no dialog), as "Restart Kernel and Clear
+        Outputs of All Cells" does; returns once the new kernel is idle."""
+        self.command("notebook:clear-all-cell-outputs")
+        self.page.evaluate(f"async () => {{ await {_CURRENT}.sessionContext.restartKernel(); }}")
+        self.page.wait_for_function(
+            f"""() => {{
+                const k = {_CURRENT}.sessionContext.session.kernel;
+                return k.connectionStatus === 'connected' && k.status === 'idle'
+                       && !{_CURRENT}.content.node.querySelector('.jp-OutputArea-output');
+            }}""", timeout=timeout, polling=100)
 
     def wait_idle(self, timeout: float = 180_000) -> None:
         """Wait until every code cell has an execution count and the kernel is idle."""
