@@ -21,7 +21,7 @@ import pytest
 
 from _jupyter import (PANEL_MISSING, REPO_ROOT, JupyterServer, NotebookPage, block_non_local,
                       served_notebook, wait_for)
-from _harness import PageWatch
+from _harness import PageWatch, head_count
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -61,8 +61,9 @@ def notebook_cells() -> int:
     return len(nbformat.read(NOTEBOOK, as_version=4).cells)
 
 
-def head_image(page, head: int = 0):
-    return page.locator(f".ap-head-{head}").first.evaluate(_IMAGE_STATE)
+def head_image(page):
+    """Head 0's map in the heads figure (the first image of its image glyph): size, sum of squares."""
+    return page.locator(".ap-heads-map").first.evaluate(_IMAGE_STATE)
 
 
 def query_title(page) -> str:
@@ -112,7 +113,7 @@ def open_and_run_all(context, server, name) -> tuple[NotebookPage, PageWatch, li
     nb = NotebookPage(page, server, name).open()
     t0 = time.monotonic()
     nb.run_all()
-    page.locator(".ap-head-heatmap").first.wait_for(state="visible", timeout=180_000)
+    page.locator(".ap-heads-map").first.wait_for(state="visible", timeout=180_000)
     rendered = time.monotonic() - t0
     nb.wait_idle()
     return nb, watch, blocked, rendered
@@ -143,7 +144,7 @@ def session(server, nb_browser):
 def test_run_all_renders_offline(session):
     nb, watch, blocked = session
     page = nb.page
-    assert page.locator(".ap-head-heatmap").count() == 4
+    assert head_count(page) == 4
     assert page.locator(".ap-verdict-pane .ap-badge").count() >= 1
     assert not watch.saw(PANEL_MISSING)
     assert blocked == [], f"requests that needed the internet: {blocked}"
@@ -270,7 +271,7 @@ def test_fresh_run_alls_end_consistent(session, server):
         nb.restart_fresh()
         t0 = time.monotonic()
         nb.run_all()
-        nb.page.locator(".ap-head-heatmap").first.wait_for(state="visible", timeout=180_000)
+        nb.page.locator(".ap-heads-map").first.wait_for(state="visible", timeout=180_000)
         rendered = time.monotonic() - t0
         nb.wait_idle()
         kernel = kernel_state(nb)
@@ -302,8 +303,8 @@ def test_panel_serve_of_the_notebook(nb_browser):
             # the page's request runs the notebook: imports and all (minutes on a loaded machine)
             with page.expect_console_message(lambda m: SESSION_OPEN in m.text, timeout=240_000):
                 page.goto(app.url, timeout=240_000)
-            page.locator(".ap-head-heatmap").first.wait_for(state="visible", timeout=120_000)
-            assert page.locator(".ap-head-heatmap").count() == 4
+            page.locator(".ap-heads-map").first.wait_for(state="visible", timeout=120_000)
+            assert head_count(page) == 4
             before = verdict(page)
             page.locator(".ap-causal input[type=checkbox]").first.click()
             wait_for(page, lambda: verdict(page) != before, timeout=60, what="the verdict to flip")
