@@ -7,8 +7,9 @@ One run prints, with wall and CPU time (the machine is shared: CPU time is what 
 and the load average:
 
 - one forward pass in float32 and float64 (the units of the ratios);
-- the fast verdict's dependency pattern (``fast_dependency``: T float32 probes in stacked copies of
-  x, float64 only for rows that leak; issue 10 target <= 2 s at B=1, T=256, E=64);
+- the fast verdict's dependency pattern (``fast_dependency``: T float32 probes through one forward
+  and vmapped backward passes, float64 only for rows that leak; issue 10 target <= 2 s at B=1,
+  T=256, E=64);
 - the CLI's default check (``leak_report(fast=True)``: the verdict + the prefix sweep);
 - the previous default for comparison: float64 probes=1 through vmapped backward passes;
 - the exact float64 map at ``--exact-seq-len`` (T·E vector-Jacobian products), as a ratio to
