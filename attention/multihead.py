@@ -29,6 +29,29 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
+def _heads(proj: nn.Linear, x: Tensor, heads: int, scale: float = 1.0) -> Tensor:
+    """``proj(x) * scale`` split into contiguous heads: ``(B, L, in) -> (B, heads, L, D)``.
+
+    Contiguous heads let both attention products run as plain batched GEMMs (``matmul`` would
+    copy a transposed view first). Without autograd the bias, the transpose and the copy are one
+    pass into a fresh buffer (``nn.Linear``'s ``addmm`` would first copy the bias into its output,
+    a pass of its own), then the scale; with autograd it is the plain expression. Same sums in the
+    same order as torch's fused path: ``(x @ W^T + b) * scale``.
+    """
+    B, L, _ = x.shape
+    y = (x @ proj.weight.t()).view(B, L, heads, -1).transpose(1, 2)    # (B, L, in) @ (in, heads*D) -> (B, heads, L, D)
+    bias = None if proj.bias is None else proj.bias.view(heads, 1, -1)  # (heads, 1, D)
+    if torch.is_grad_enabled() and (y.requires_grad or (bias is not None and bias.requires_grad)):
+        y = y if bias is None else y + bias
+        return (y * scale if scale != 1.0 else y).contiguous()
+    out = torch.empty(y.shape, dtype=y.dtype, device=y.device)           # (B, heads, L, D), contiguous
+    if bias is None:
+        out.copy_(y)
+    else:
+        torch.add(y, bias, out=out)
+    return out.mul_(scale) if scale != 1.0 else out
+
+
 class MultiHeadAttention(nn.Module):
     """Batched multi-head attention with per-head weights, GQA/MQA, self- and cross-attention.
 
@@ -161,8 +184,12 @@ class MultiHeadAttention(nn.Module):
                 f"{tuple(query.shape)} and key {tuple(key.shape)}"
             )
 
-    def _keep_mask(self, mask, padding_mask, is_causal, B, T, S, device) -> Tensor | None:
-        """Combine the three mask sources into one bool ``(B|1, H|1, T, S)`` keep-mask, or None."""
+    def _keep_mask(self, mask, padding_mask, B, T, S, device) -> Tensor | None:
+        """Combine ``mask`` and ``padding_mask`` into one bool keep-mask or None (causal apart).
+
+        Shape ``(B|1, H|1, T|1, S)``: a padding mask alone stays ``(B, 1, 1, S)``, so nothing
+        downstream builds or scans a ``(B, T, S)`` copy of it.
+        """
         keep = None
         if mask is not None:
             keep = prepare_mask(mask, B, self.num_heads, T, S, device=device)
@@ -175,11 +202,6 @@ class MultiHeadAttention(nn.Module):
                 )
             pad = pad.to(device)[:, None, None, :]                      # (B, 1, 1, S)
             keep = pad if keep is None else keep & pad
-        if is_causal:
-            causal = make_causal_mask(T, S, device=device, dtype=torch.bool)[None, None]  # (1, 1, T, S)
-            keep = causal if keep is None else keep & causal
-        if keep is not None:
-            keep = keep.expand(keep.shape[0], keep.shape[1], T, S)
         return keep
 
     def forward(
@@ -225,49 +247,54 @@ class MultiHeadAttention(nn.Module):
         B, T, _ = query.shape                                   # batch, query positions, embedding
         S = key.shape[1]                                        # key positions
         H, K, D = self.num_heads, self.num_kv_heads, self.head_dim
-        G = H // K                                              # query heads per kv head
-        keep = self._keep_mask(mask, padding_mask, is_causal, B, T, S, query.device)
+        keep = self._keep_mask(mask, padding_mask, B, T, S, query.device)  # (B|1, H|1, T|1, S) or None
         dropout_p = self.dropout if self.training else 0.0
 
-        q = self.q_proj(query).view(B, T, H, D).transpose(1, 2)     # (B, H, T, D)
-        k = self.k_proj(key).view(B, S, K, D).transpose(1, 2)       # (B, K, S, D)
-        v = self.v_proj(value).view(B, S, K, D).transpose(1, 2)     # (B, K, S, D)
-
         if need_weights:
-            ctx, weights = self._explicit(q, k, v, keep, dropout_p)  # (B, H, T, D), (B, H, T, S)
+            q = _heads(self.q_proj, query, H, scale=1.0 / math.sqrt(D))    # (B, H, T, D), contiguous
+            k = _heads(self.k_proj, key, K)                                 # (B, K, S, D), contiguous
+            v = _heads(self.v_proj, value, K)                               # (B, K, S, D), contiguous
+            ctx, weights = self._explicit(q, k, v, keep, is_causal, dropout_p)  # (B, H, T, D), (B, H, T, S)
         else:
-            ctx, weights = self._fused(q, k, v, keep, dropout_p, is_causal and mask is None
-                                       and padding_mask is None), None
+            q = self.q_proj(query).view(B, T, H, D).transpose(1, 2)     # (B, H, T, D)
+            k = self.k_proj(key).view(B, S, K, D).transpose(1, 2)       # (B, K, S, D)
+            v = self.v_proj(value).view(B, S, K, D).transpose(1, 2)     # (B, K, S, D)
+            ctx, weights = self._fused(q, k, v, keep, is_causal, dropout_p), None
         out = self.out_proj(ctx.transpose(1, 2).reshape(B, T, H * D))  # (B, T, E)
         if unbatched:
             out = out.squeeze(0)
             weights = None if weights is None else weights.squeeze(0)
         return out, weights
 
-    def _explicit(self, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, dropout_p: float):
+    def _explicit(self, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, is_causal: bool,
+                  dropout_p: float):
+        """Attention with its weights; ``q`` already scaled, ``q``/``k``/``v`` contiguous (``_heads``)."""
         B, H, T, D = q.shape
         K, S = k.shape[1], k.shape[2]
         G = H // K
-        # Scale q (T*D values) rather than the scores (T*S values), as torch does.
-        q = (q * (1.0 / math.sqrt(D))).reshape(B, K, G * T, D)     # the G query heads of a kv head, stacked
+        q = q.view(B, K, G * T, D)                                  # the G query heads of a kv head, stacked
         scores = q @ k.transpose(-2, -1)                            # (B,K,G*T,D) @ (B,K,D,S) -> (B,K,G*T,S)
         scores = scores.view(B, H, T, S)                            # head h = kv head h // G, group member h % G
-        weights = masked_softmax(scores, keep, inplace=True)        # (B, H, T, S); keep (B|1, H|1, T, S)
+        weights = masked_softmax(scores, keep, is_causal=is_causal, inplace=True)  # (B, H, T, S)
         if dropout_p > 0.0:
             weights = F.dropout(weights, p=dropout_p, training=True)
         ctx = weights.view(B, K, G * T, S) @ v                      # (B,K,G*T,S) @ (B,K,S,D) -> (B,K,G*T,D)
         return ctx.view(B, H, T, D), weights
 
-    def _fused(self, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, dropout_p: float,
-               causal_only: bool) -> Tensor:
+    def _fused(self, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, is_causal: bool,
+               dropout_p: float) -> Tensor:
         gqa = k.shape[1] != q.shape[1]
-        if causal_only and q.shape[2] == k.shape[2]:
+        T, S = q.shape[2], k.shape[2]
+        if is_causal and keep is None and T == S:
             # Pure causal self-attention: let the kernel build the mask (enables flash kernels).
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True,
                                                   enable_gqa=gqa)
+        if is_causal:
+            causal = make_causal_mask(T, S, device=q.device, dtype=torch.bool)   # (T, S)
+            keep = causal if keep is None else keep & causal
         empty_rows = None
         if keep is not None:
-            any_kept = keep.any(dim=-1, keepdim=True)               # (B|1, H|1, T, 1)
+            any_kept = keep.any(dim=-1, keepdim=True)               # (B|1, H|1, T|1, 1)
             if not bool(any_kept.all()):
                 empty_rows = ~any_kept
                 keep = keep | empty_rows                            # avoid NaN inside the kernel
