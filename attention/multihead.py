@@ -29,27 +29,33 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
-def _heads(proj: nn.Linear, x: Tensor, heads: int, scale: float = 1.0) -> Tensor:
-    """``proj(x) * scale`` split into contiguous heads: ``(B, L, in) -> (B, heads, L, D)``.
+def _heads(projs: list[nn.Linear], x: Tensor, heads: int) -> list[Tensor]:
+    """``x`` through each projection, split into contiguous heads: ``(B, L, in) -> (B, heads, L, D)``.
 
-    Contiguous heads let both attention products run as plain batched GEMMs (``matmul`` would
-    copy a transposed view first). Without autograd the bias, the transpose and the copy are one
-    pass into a fresh buffer (``nn.Linear``'s ``addmm`` would first copy the bias into its output,
-    a pass of its own), then the scale; with autograd it is the plain expression. Same sums in the
-    same order as torch's fused path: ``(x @ W^T + b) * scale``.
+    Contiguous heads let both attention products run as plain batched GEMMs (``matmul`` would copy
+    a transposed view first). Without autograd the GEMMs write into one buffer, then the biases,
+    the head transpose and the copy of every projection are one pass into a fresh buffer
+    (``nn.Linear``'s ``addmm`` would first copy its bias into its output, a pass of its own): on a
+    busy 2-core machine each parallel pass costs a wait for the second core, so self-attention
+    passes q, k and v together. Same sums in the same order as torch's fused path: ``x @ W^T + b``.
     """
     B, L, _ = x.shape
-    y = (x @ proj.weight.t()).view(B, L, heads, -1).transpose(1, 2)    # (B, L, in) @ (in, heads*D) -> (B, heads, L, D)
-    bias = None if proj.bias is None else proj.bias.view(heads, 1, -1)  # (heads, 1, D)
-    if torch.is_grad_enabled() and (y.requires_grad or (bias is not None and bias.requires_grad)):
-        y = y if bias is None else y + bias
-        return (y * scale if scale != 1.0 else y).contiguous()
-    out = torch.empty(y.shape, dtype=y.dtype, device=y.device)           # (B, heads, L, D), contiguous
-    if bias is None:
+    P = len(projs)
+    params = [t for p in projs for t in (p.weight, p.bias) if t is not None]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params)):
+        return [p(x).view(B, L, heads, -1).transpose(1, 2).contiguous() for p in projs]
+    x2 = x.reshape(B * L, -1)                                              # (B*L, in)
+    y = x2.new_empty(P, B * L, projs[0].out_features)                      # (P, B*L, heads*D)
+    for y_p, p in zip(y, projs):
+        torch.mm(x2, p.weight.t(), out=y_p)                                # (B*L, in) @ (in, heads*D)
+    y = y.view(P, B, L, heads, -1).transpose(2, 3)                         # (P, B, heads, L, D), a view
+    out = torch.empty(y.shape, dtype=y.dtype, device=y.device)             # (P, B, heads, L, D), contiguous
+    if all(p.bias is None for p in projs):
         out.copy_(y)
     else:
-        torch.add(y, bias, out=out)
-    return out.mul_(scale) if scale != 1.0 else out
+        bias = torch.stack([y.new_zeros(p.out_features) if p.bias is None else p.bias for p in projs])
+        torch.add(y, bias.view(P, 1, heads, 1, -1), out=out)               # bias (P, 1, heads, 1, D)
+    return list(out.unbind(0))
 
 
 class MultiHeadAttention(nn.Module):
@@ -238,6 +244,7 @@ class MultiHeadAttention(nn.Module):
         key = query if key is None else key
         value = key if value is None else value
         self._check_inputs(query, key, value)
+        self_attention = key is query and value is query
         unbatched = query.dim() == 2
         if unbatched:
             query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
@@ -251,9 +258,14 @@ class MultiHeadAttention(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
 
         if need_weights:
-            q = _heads(self.q_proj, query, H, scale=1.0 / math.sqrt(D))    # (B, H, T, D), contiguous
-            k = _heads(self.k_proj, key, K)                                 # (B, K, S, D), contiguous
-            v = _heads(self.v_proj, value, K)                               # (B, K, S, D), contiguous
+            if self_attention and K == H:                   # one bias pass for all three
+                q, k, v = _heads([self.q_proj, self.k_proj, self.v_proj], query, H)  # 3 x (B, H, T, D)
+            else:
+                (q,), (k,), (v,) = (_heads([self.q_proj], query, H), _heads([self.k_proj], key, K),
+                                    _heads([self.v_proj], value, K))   # (B, H, T, D), 2 x (B, K, S, D)
+            # Scale q (T*D values) rather than the scores (T*S values), as torch does.
+            scale = 1.0 / math.sqrt(D)
+            q = q * scale if q.requires_grad else q.mul_(scale)        # contiguous, ours: in place
             ctx, weights = self._explicit(q, k, v, keep, is_causal, dropout_p)  # (B, H, T, D), (B, H, T, S)
         else:
             q = self.q_proj(query).view(B, T, H, D).transpose(1, 2)     # (B, H, T, D)

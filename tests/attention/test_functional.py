@@ -244,3 +244,28 @@ def test_masked_softmax_gradients_flow_with_fully_blocked_rows():
     ref_grad = ref_scores.grad.nan_to_num(0.0)
     torch.testing.assert_close(scores.grad, ref_grad)
     assert torch.all(scores.grad[:, 0] == 0) and torch.isfinite(scores.grad).all()
+
+
+@pytest.mark.parametrize("T,S", [(1, 1), (5, 5), (4, 7), (7, 3)])
+def test_masked_softmax_is_causal_equals_passing_the_causal_mask_bit_for_bit(T, S):
+    from attention.functional import masked_softmax
+    gen = torch.Generator().manual_seed(7)
+    scores = torch.randn(2, 3, T, S, generator=gen)
+    causal = make_causal_mask(T, S, dtype=torch.bool)
+    torch.testing.assert_close(masked_softmax(scores, None, is_causal=True), masked_softmax(scores, causal),
+                               rtol=0, atol=0)
+    keep = torch.rand(2, 1, T, S, generator=gen) > 0.3
+    torch.testing.assert_close(masked_softmax(scores, keep, is_causal=True), masked_softmax(scores, keep & causal),
+                               rtol=0, atol=0)
+
+
+def test_masked_softmax_bias_leaves_kept_scores_bit_for_bit():
+    """Blocked keys get -inf added, kept keys +0: the same weights as masked_fill, exactly."""
+    from attention.functional import masked_softmax
+    gen = torch.Generator().manual_seed(8)
+    scores = torch.randn(4, 9, 9, generator=gen)
+    keep = torch.rand(4, 9, 9, generator=gen) > 0.5
+    keep[..., 0] = True
+    expected = torch.softmax(scores.masked_fill(~keep, float("-inf")), -1)
+    torch.testing.assert_close(masked_softmax(scores, keep), expected, rtol=0, atol=0)
+    torch.testing.assert_close(masked_softmax(scores.clone(), keep, inplace=True), expected, rtol=0, atol=0)
