@@ -265,7 +265,7 @@ class MultiHeadAttention(nn.Module):
                                     _heads([self.v_proj], value, K))   # (B, H, T, D), 2 x (B, K, S, D)
             # Scale q (T*D values) rather than the scores (T*S values), as torch does.
             scale = 1.0 / math.sqrt(D)
-            q = q * scale if q.requires_grad else q.mul_(scale)        # contiguous, ours: in place
+            q = q * scale if q.requires_grad else q.mul_(scale)        # without autograd q is our own buffer
             ctx, weights = self._explicit(q, k, v, keep, is_causal, dropout_p)  # (B, H, T, D), (B, H, T, S)
         else:
             q = self.q_proj(query).view(B, T, H, D).transpose(1, 2)     # (B, H, T, D)
