@@ -562,3 +562,33 @@ def test_gradients_reach_trainable_biases_of_frozen_projections(gen):
     out.square().sum().backward()
     assert all(lin.bias.grad is not None and lin.bias.grad.abs().sum() > 0
                for lin in (m.q_proj, m.v_proj, m.out_proj))
+
+
+@pytest.mark.parametrize("how", ["is_causal", "mask"])
+def test_float16_explicit_path_with_a_blocked_score_overflowing_to_inf_matches_torch_sdpa(how):
+    """The explicit path (weights) scores in float16, where q_0·k_3 overflows to +inf for a key the
+    causal mask blocks: the output must equal the fused path (``F.scaled_dot_product_attention``),
+    not NaN (a -inf bias added to +inf is NaN)."""
+    E2, T = 4, 5
+    m = MultiHeadAttention(E2, 1, bias=False)
+    with torch.no_grad():
+        m.q_proj.weight.copy_(torch.diag(torch.tensor([1.0, 0, 0, 0])))       # q_t = (x_t[0], 0, 0, 0)
+        m.k_proj.weight.copy_(torch.tensor([[0.0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]]))
+        m.v_proj.weight.copy_(torch.eye(E2))
+        m.out_proj.weight.copy_(torch.eye(E2))
+    m = m.half().eval()
+    x = torch.randn(1, T, E2, generator=torch.Generator().manual_seed(5))
+    x[0, 0] = torch.tensor([400.0, 0.1, 0.2, 0.3])             # q_0 = 400 (x 1/2 scale)
+    x[0, 3] = torch.tensor([0.5, 400.0, 0.0, 0.0])             # k_3 = (400, 0, 0, 0)
+    x = x.half()
+    q, k = m.q_proj(x) * 0.5, m.k_proj(x)
+    assert torch.isinf(q[0, 0] @ k[0, 3]) and torch.isfinite((q @ k.transpose(-2, -1)).tril()).all()
+    kw = {"is_causal": True} if how == "is_causal" else {"mask": make_causal_mask(T, dtype=torch.bool)}
+    with torch.inference_mode():
+        out, w = m(x, need_weights=True, **kw)
+        fused, _ = m(x, need_weights=False, is_causal=True)
+        ref = m.out_proj(F.scaled_dot_product_attention(m.q_proj(x)[:, None], m.k_proj(x)[:, None],
+                                                        m.v_proj(x)[:, None], is_causal=True)[:, 0])
+    assert torch.isfinite(out).all() and torch.isfinite(w).all()
+    torch.testing.assert_close(out, ref, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(out, fused, atol=2e-3, rtol=2e-3)
