@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .mask_mods import materialize_mask
-from .masks import check_keep_values
+from .masks import check_keep_values, make_causal_mask
 
 __all__ = ["scaled_dot_product_attention", "single_token_attention", "masked_softmax"]
 
@@ -36,27 +36,55 @@ def _check_dropout(dropout_p: float) -> None:
         raise ValueError(f"expected dropout_p in [0, 1) but found {dropout_p}")
 
 
-def masked_softmax(scores: Tensor, keep: Tensor | None, *, inplace: bool = False) -> Tensor:
+def masked_softmax(scores: Tensor, keep: Tensor | None, *, is_causal: bool = False,
+                   inplace: bool = False) -> Tensor:
     """Softmax over the last dim, skipping blocked keys; rows with no kept key give all zeros.
 
     ``scores (..., T, S)``, ``keep`` bool broadcastable to it (True = may attend) or ``None``.
-    No ``-1e9`` fill (it overflows in float16): blocked scores become ``-inf``, rows that would be
-    all ``-inf`` are neutralised before the softmax and zeroed after it.
+    No ``-1e9`` fill (it overflows in float16): blocked keys get a bias of ``-inf`` added (kept
+    keys ``+0``, which leaves their scores bit for bit), rows that would be all ``-inf`` are
+    neutralised before the softmax and zeroed after it. Adding a float bias is one vectorised
+    pass over the scores; a boolean ``masked_fill`` over a broadcast mask is several times slower.
 
-    ``inplace=True`` reuses ``scores`` for the fills (and for the softmax itself when ``scores``
+    float16 scores are blocked with ``masked_fill(-inf)`` instead: a product of two moderate
+    float16 vectors can overflow to ``+inf`` (``|q·k| > 65504``), and ``+inf + -inf`` is NaN, which
+    would spoil the whole row although the key is blocked; the fill replaces the ``+inf`` (as
+    torch's kernels, which accumulate float16 scores in float32, never see it). In float32/64 (and
+    bfloat16, float32's range) a blocked score of ``+inf`` needs ``|q·k| > 3.4e38``; there the row
+    becomes NaN, as with a float ``attn_mask`` in ``F.scaled_dot_product_attention``.
+
+    ``is_causal=True`` also blocks the keys after each query, top-left aligned like
+    ``make_causal_mask(T, S)`` (query ``i`` sees keys ``j <= i``). Without ``keep`` it costs one
+    ``(T, S)`` bias and no mask check: every causal row keeps key 0. Default: ``False``.
+
+    ``inplace=True`` reuses ``scores`` for the bias (and for the softmax itself when ``scores``
     needs no gradient): for a fresh scores tensor that nobody else reads, it saves whole
     ``(..., T, S)`` allocations. Default: ``False``.
     """
     no_grad = not scores.requires_grad
-    if keep is None:
+    T, S = scores.shape[-2:]
+    if keep is not None and is_causal:
+        keep = keep & make_causal_mask(T, S, device=keep.device, dtype=torch.bool)   # (..., T, S)
+    fill = scores.dtype == torch.float16                          # +inf + -inf would be NaN: fill instead
+    if keep is not None:
+        any_kept = keep.any(dim=-1, keepdim=True)                 # (..., T, 1): cheap, on the mask
+        empty_rows = None if bool(any_kept.all()) else ~any_kept  # None for any causal mask
+        blocked = ~keep
+    elif is_causal:
+        empty_rows = None                                         # query i keeps key 0
+        blocked = torch.ones(T, S, dtype=torch.bool, device=scores.device).triu_(1)   # (T, S)
+    else:
         return torch.softmax(scores, -1, out=scores) if inplace and no_grad else torch.softmax(scores, -1)
-    any_kept = keep.any(dim=-1, keepdim=True)                     # (..., T, 1): cheap, on the mask
-    empty_rows = None if bool(any_kept.all()) else ~any_kept      # None for any causal mask
-    # After the first fill the tensor is ours: the caller's (inplace) or a fresh copy. Without
-    # autograd every later step then works in place in it: one (..., T, S) buffer in all,
-    # instead of a copy per step (the allocations cost more than the softmax at large T).
+    # After the bias the tensor is ours: the caller's (inplace) or a fresh sum. Without autograd
+    # every later step then works in place in it: one (..., T, S) buffer in all, instead of a
+    # copy per step (the allocations cost more than the softmax at large T).
     own = no_grad or inplace
-    scores = scores.masked_fill_(~keep, float("-inf")) if inplace else scores.masked_fill(~keep, float("-inf"))
+    if fill:
+        scores = (scores.masked_fill_(blocked, float("-inf")) if inplace
+                  else scores.masked_fill(blocked, float("-inf")))
+    else:
+        bias = scores.new_zeros(blocked.shape).masked_fill_(blocked, float("-inf"))   # blocked's shape
+        scores = scores.add_(bias) if inplace else scores + bias
     if empty_rows is not None:
         scores = scores.masked_fill_(empty_rows, 0.0) if own else scores.masked_fill(empty_rows, 0.0)
     weights = torch.softmax(scores, -1, out=scores) if no_grad else torch.softmax(scores, -1)

@@ -29,6 +29,35 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
+def _heads(projs: list[nn.Linear], x: Tensor, heads: int) -> list[Tensor]:
+    """``x`` through each projection, split into contiguous heads: ``(B, L, in) -> (B, heads, L, D)``.
+
+    Contiguous heads let both attention products run as plain batched GEMMs (``matmul`` would copy
+    a transposed view first). Without autograd the GEMMs write into one buffer, then the biases,
+    the head transpose and the copy of every projection are one pass into a fresh buffer
+    (``nn.Linear``'s ``addmm`` would first copy its bias into its output, a pass of its own): on a
+    busy 2-core machine each parallel pass costs a wait for the second core, so self-attention
+    passes q, k and v together. Same sums in the same order as torch's fused path: ``x @ W^T + b``.
+    """
+    B, L, _ = x.shape
+    P = len(projs)
+    params = [t for p in projs for t in (p.weight, p.bias) if t is not None]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params)):
+        return [p(x).view(B, L, heads, -1).transpose(1, 2).contiguous() for p in projs]
+    x2 = x.reshape(B * L, -1)                                              # (B*L, in)
+    y = x2.new_empty(P, B * L, projs[0].out_features)                      # (P, B*L, heads*D)
+    for y_p, p in zip(y, projs):
+        torch.mm(x2, p.weight.t(), out=y_p)                                # (B*L, in) @ (in, heads*D)
+    y = y.view(P, B, L, heads, -1).transpose(2, 3)                         # (P, B, heads, L, D), a view
+    out = torch.empty(y.shape, dtype=y.dtype, device=y.device)             # (P, B, heads, L, D), contiguous
+    if all(p.bias is None for p in projs):
+        out.copy_(y)
+    else:
+        bias = torch.stack([y.new_zeros(p.out_features) if p.bias is None else p.bias for p in projs])
+        torch.add(y, bias.view(P, 1, heads, 1, -1), out=out)               # bias (P, 1, heads, 1, D)
+    return list(out.unbind(0))
+
+
 class MultiHeadAttention(nn.Module):
     """Batched multi-head attention with per-head weights, GQA/MQA, self- and cross-attention.
 
@@ -161,8 +190,12 @@ class MultiHeadAttention(nn.Module):
                 f"{tuple(query.shape)} and key {tuple(key.shape)}"
             )
 
-    def _keep_mask(self, mask, padding_mask, is_causal, B, T, S, device) -> Tensor | None:
-        """Combine the three mask sources into one bool ``(B|1, H|1, T, S)`` keep-mask, or None."""
+    def _keep_mask(self, mask, padding_mask, B, T, S, device) -> Tensor | None:
+        """Combine ``mask`` and ``padding_mask`` into one bool keep-mask or None (causal apart).
+
+        Shape ``(B|1, H|1, T|1, S)``: a padding mask alone stays ``(B, 1, 1, S)``, so nothing
+        downstream builds or scans a ``(B, T, S)`` copy of it.
+        """
         keep = None
         if mask is not None:
             keep = prepare_mask(mask, B, self.num_heads, T, S, device=device)
@@ -175,11 +208,6 @@ class MultiHeadAttention(nn.Module):
                 )
             pad = pad.to(device)[:, None, None, :]                      # (B, 1, 1, S)
             keep = pad if keep is None else keep & pad
-        if is_causal:
-            causal = make_causal_mask(T, S, device=device, dtype=torch.bool)[None, None]  # (1, 1, T, S)
-            keep = causal if keep is None else keep & causal
-        if keep is not None:
-            keep = keep.expand(keep.shape[0], keep.shape[1], T, S)
         return keep
 
     def forward(
@@ -216,6 +244,7 @@ class MultiHeadAttention(nn.Module):
         key = query if key is None else key
         value = key if value is None else value
         self._check_inputs(query, key, value)
+        self_attention = key is query and value is query
         unbatched = query.dim() == 2
         if unbatched:
             query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
@@ -225,49 +254,59 @@ class MultiHeadAttention(nn.Module):
         B, T, _ = query.shape                                   # batch, query positions, embedding
         S = key.shape[1]                                        # key positions
         H, K, D = self.num_heads, self.num_kv_heads, self.head_dim
-        G = H // K                                              # query heads per kv head
-        keep = self._keep_mask(mask, padding_mask, is_causal, B, T, S, query.device)
+        keep = self._keep_mask(mask, padding_mask, B, T, S, query.device)  # (B|1, H|1, T|1, S) or None
         dropout_p = self.dropout if self.training else 0.0
 
-        q = self.q_proj(query).view(B, T, H, D).transpose(1, 2)     # (B, H, T, D)
-        k = self.k_proj(key).view(B, S, K, D).transpose(1, 2)       # (B, K, S, D)
-        v = self.v_proj(value).view(B, S, K, D).transpose(1, 2)     # (B, K, S, D)
-
         if need_weights:
-            ctx, weights = self._explicit(q, k, v, keep, dropout_p)  # (B, H, T, D), (B, H, T, S)
+            if self_attention and K == H:                   # one bias pass for all three
+                q, k, v = _heads([self.q_proj, self.k_proj, self.v_proj], query, H)  # 3 x (B, H, T, D)
+            else:
+                (q,), (k,), (v,) = (_heads([self.q_proj], query, H), _heads([self.k_proj], key, K),
+                                    _heads([self.v_proj], value, K))   # (B, H, T, D), 2 x (B, K, S, D)
+            # Scale q (T*D values) rather than the scores (T*S values), as torch does.
+            scale = 1.0 / math.sqrt(D)
+            q = q * scale if q.requires_grad else q.mul_(scale)        # without autograd q is our own buffer
+            ctx, weights = self._explicit(q, k, v, keep, is_causal, dropout_p)  # (B, H, T, D), (B, H, T, S)
         else:
-            ctx, weights = self._fused(q, k, v, keep, dropout_p, is_causal and mask is None
-                                       and padding_mask is None), None
+            q = self.q_proj(query).view(B, T, H, D).transpose(1, 2)     # (B, H, T, D)
+            k = self.k_proj(key).view(B, S, K, D).transpose(1, 2)       # (B, K, S, D)
+            v = self.v_proj(value).view(B, S, K, D).transpose(1, 2)     # (B, K, S, D)
+            ctx, weights = self._fused(q, k, v, keep, is_causal, dropout_p), None
         out = self.out_proj(ctx.transpose(1, 2).reshape(B, T, H * D))  # (B, T, E)
         if unbatched:
             out = out.squeeze(0)
             weights = None if weights is None else weights.squeeze(0)
         return out, weights
 
-    def _explicit(self, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, dropout_p: float):
+    def _explicit(self, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, is_causal: bool,
+                  dropout_p: float):
+        """Attention with its weights; ``q`` already scaled, ``q``/``k``/``v`` contiguous (``_heads``)."""
         B, H, T, D = q.shape
         K, S = k.shape[1], k.shape[2]
         G = H // K
-        # Scale q (T*D values) rather than the scores (T*S values), as torch does.
-        q = (q * (1.0 / math.sqrt(D))).reshape(B, K, G * T, D)     # the G query heads of a kv head, stacked
+        q = q.view(B, K, G * T, D)                                  # the G query heads of a kv head, stacked
         scores = q @ k.transpose(-2, -1)                            # (B,K,G*T,D) @ (B,K,D,S) -> (B,K,G*T,S)
         scores = scores.view(B, H, T, S)                            # head h = kv head h // G, group member h % G
-        weights = masked_softmax(scores, keep, inplace=True)        # (B, H, T, S); keep (B|1, H|1, T, S)
+        weights = masked_softmax(scores, keep, is_causal=is_causal, inplace=True)  # (B, H, T, S)
         if dropout_p > 0.0:
             weights = F.dropout(weights, p=dropout_p, training=True)
         ctx = weights.view(B, K, G * T, S) @ v                      # (B,K,G*T,S) @ (B,K,S,D) -> (B,K,G*T,D)
         return ctx.view(B, H, T, D), weights
 
-    def _fused(self, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, dropout_p: float,
-               causal_only: bool) -> Tensor:
+    def _fused(self, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, is_causal: bool,
+               dropout_p: float) -> Tensor:
         gqa = k.shape[1] != q.shape[1]
-        if causal_only and q.shape[2] == k.shape[2]:
+        T, S = q.shape[2], k.shape[2]
+        if is_causal and keep is None and T == S:
             # Pure causal self-attention: let the kernel build the mask (enables flash kernels).
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True,
                                                   enable_gqa=gqa)
+        if is_causal:
+            causal = make_causal_mask(T, S, device=q.device, dtype=torch.bool)   # (T, S)
+            keep = causal if keep is None else keep & causal
         empty_rows = None
         if keep is not None:
-            any_kept = keep.any(dim=-1, keepdim=True)               # (B|1, H|1, T, 1)
+            any_kept = keep.any(dim=-1, keepdim=True)               # (B|1, H|1, T|1, 1)
             if not bool(any_kept.all()):
                 empty_rows = ~any_kept
                 keep = keep | empty_rows                            # avoid NaN inside the kernel

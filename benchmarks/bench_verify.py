@@ -1,18 +1,19 @@
 """Benchmark the leak detector on the zoo's 2-layer GPT block stack (run by hand).
 
     python benchmarks/bench_verify.py [--seq-len 256 --dim 64 --batch 1 --threads N
-                                       --exact-seq-len 32 --no-exact]
+                                       --exact-seq-len 32,128,256 --no-exact]
 
 One run prints, with wall and CPU time (the machine is shared: CPU time is what the process used)
 and the load average:
 
 - one forward pass in float32 and float64 (the units of the ratios);
-- the fast verdict's dependency pattern (``fast_dependency``: T float32 probes in stacked copies of
-  x, float64 only for rows that leak; issue 10 target <= 2 s at B=1, T=256, E=64);
+- the fast verdict's dependency pattern (``fast_dependency``: T float32 probes through one forward
+  and vmapped backward passes, float64 only for rows that leak; issue 10 target <= 2 s at B=1,
+  T=256, E=64);
 - the CLI's default check (``leak_report(fast=True)``: the verdict + the prefix sweep);
 - the previous default for comparison: float64 probes=1 through vmapped backward passes;
-- the exact float64 map at ``--exact-seq-len`` (T·E vector-Jacobian products), as a ratio to
-  T·E float64 forward passes at that T (target <= 3 forward-equivalents per product).
+- the exact float64 map at each T of ``--exact-seq-len`` (T·E vector-Jacobian products), as a ratio
+  to T·E float64 forward passes at that T (target <= 3 forward-equivalents per product).
 
 Targets: the verdict <= 2 s wall (issue 10 measured 5.9 s wall for float64 probes=1 with torch's
 default threads); CPU time is printed next to it because other processes share the cores (with 2
@@ -43,14 +44,26 @@ def _timed(fn, repeats: int = 1):
     return out, best[0], best[1]
 
 
+def _lengths(text: str) -> list[int]:
+    """``"32,128"`` -> ``[32, 128]`` (each >= 1)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, e.g. 32,128, but found {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected sequence lengths >= 1 but found {text!r}")
+    return values
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--exact-seq-len", type=int, default=32,
-                   help="T of the exact map (T·E products: minutes at T=256 on 2 cores; default 32)")
+    p.add_argument("--exact-seq-len", type=_lengths, default=[32, 128],
+                   help="T of the exact map, comma-separated (T·E products each: about a minute at "
+                        "T=128 and several at T=256 on 2 cores; default 32,128)")
     p.add_argument("--no-exact", action="store_true", help="skip the exact map")
     args = p.parse_args()
     if args.threads:
@@ -83,9 +96,9 @@ def main() -> None:
     rows.append((f"before: probes=1 f64 vmapped ({B * T} vjps)", t, c, "", None))
     checks.append(("old probe pattern == fast pattern", torch.equal(old > 0, fast.sum(0) > 0)))
 
-    if not args.no_exact:
-        Te = args.exact_seq_len
-        xe, xe64 = x[:, :Te], x64[:, :Te]
+    for Te in ([] if args.no_exact else args.exact_seq_len):
+        xe = torch.randn(B, Te, E, generator=torch.Generator().manual_seed(0))  # T=Te beyond --seq-len too
+        xe64 = xe.double()
         with torch.no_grad():
             _, fe64, fe64_cpu = _timed(lambda: model64(xe64), 20)
         exact, t, c = _timed(lambda: dependency_map(model, xe))
@@ -94,7 +107,7 @@ def main() -> None:
         rows.append((f"exact map T={Te} ({n} f64 vjps)", t, c, "", None))
         rows.append((f"  per vjp / one f64 forward at T={Te}", ratio, ratio_cpu, "<= 3 (CPU)", ratio_cpu <= 3))
         ce = torch.ones(Te, Te, dtype=torch.bool).tril()
-        checks.append(("exact map is exactly lower-triangular", torch.equal(exact > 0, ce)))
+        checks.append((f"exact map at T={Te} is exactly lower-triangular", torch.equal(exact > 0, ce)))
 
     load1 = os.getloadavg()
     print(f"leak detector benchmark: gpt_block_stack (2 layers, 4 heads), (B, T, E) = ({B}, {T}, {E}), "

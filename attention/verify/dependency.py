@@ -9,6 +9,7 @@ input features, ``F`` output features (everything after ``(B, T)``, flattened).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Mapping
 
 import torch
@@ -18,7 +19,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .calling import Progress, call_model, check_finite, check_model, check_x, float64_model
 
-__all__ = ["batch_independent", "dependency_map", "probe_cotangents", "replicated_rows"]
+__all__ = ["VmapUnsupported", "batch_independent", "dependency_map", "probe_cotangents", "replicated_rows",
+           "vmapped_rows"]
 
 # Probe vectors per vmapped chunk: keeps each chunk's activations to a few hundred MB at T = 256.
 _CHUNK_ELEMENTS = 2**22
@@ -272,3 +274,87 @@ def replicated_rows(
         bar.step()
     bar.close()
     return D2.view(B, T, T)
+
+
+# functorch warns once per process when an op (CPU flash attention's backward) has no batching rule
+# and runs item by item; that per-item loop is what ``vmapped_rows`` measures as its fastest path.
+_NO_BATCHING_RULE = "There is a performance drop because we have not yet implemented the batching rule"
+
+
+class VmapUnsupported(RuntimeError):
+    """The model's backward pass cannot run under ``vmap`` (``vmapped_rows`` callers fall back)."""
+
+
+def vmapped_rows(
+    model: Callable[..., Any],
+    x: Tensor,
+    cotangents: Tensor | int,
+    rows: Tensor | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
+    batched: bool = True,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(D2 (B, T, T), y (B, T, F), cotangents)``: what :func:`replicated_rows` computes, from
+    **one** forward pass.
+
+    The model runs once on ``x`` (the real batch, so batch-coupled layers behave as they do) in
+    ``x.dtype`` with its default SDPA backend; then each chunk of (row, probe) jobs is one backward
+    pass vmapped over its cotangents (``autograd.grad(..., is_grads_batched=True)``), each with a
+    single nonzero output ``(b, i)``. (Stacked copies of ``x`` repeat the same forward pass once per
+    copy; here only the backward passes differ.)
+
+    Args:
+        cotangents: ``(k, B, T, F)`` probe vectors, or ``k`` to draw :func:`probe_cotangents` once
+            ``F`` is known (returned, so a float64 recomputation can reuse them).
+        rows: output rows to compute (flat ``b·T + i``). Default: all ``B·T``. Other rows stay 0.
+        batched: vmap the backward passes over each chunk; ``False`` runs them one by one (slow,
+            but for any model autograd can differentiate). Default: ``True``.
+
+    Raises:
+        NonFiniteError: the model's output holds NaN or inf (checked before any backward pass).
+        VmapUnsupported: the backward cannot be vmapped (a custom ``autograd.Function`` that reads
+            values in Python, ...): use :func:`replicated_rows` instead.
+    """
+    kwargs = dict(model_kwargs or {})
+    B, T, E = x.shape
+    xr = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        y = call_model(model, xr, kwargs)                               # (B, T, F), one forward
+    check_finite(y.detach(), "model output", "(batch b, position t)")
+    F = y.shape[-1]
+    if isinstance(cotangents, int):
+        cotangents = probe_cotangents(B, T, F, cotangents)
+    k = cotangents.shape[0]
+    if tuple(cotangents.shape[1:]) != (B, T, F):
+        raise ValueError(f"expected cotangents of shape (k, B, T, F) = (k, {B}, {T}, {F}) but found "
+                         f"{tuple(cotangents.shape)}")
+    rows = torch.arange(B * T) if rows is None else rows
+    D2 = torch.zeros(B * T, T, dtype=x.dtype, device=x.device)
+    if not y.requires_grad:                                         # output does not use x at all
+        return D2.view(B, T, T), y.detach(), cotangents
+    flat_ct = cotangents.to(device=x.device, dtype=y.dtype).reshape(k, B * T, F)
+    r_all = rows.to(x.device).repeat_interleave(k)                  # job = (row, probe), probes inner
+    p_all = torch.arange(k, device=x.device).repeat(rows.numel())
+    n = r_all.numel()
+    c = _auto_chunk(B, T, F, n, chunk_size) if batched else 1
+    bar = Progress(-(-n // c), f"dependency rows ({n} vjps, {str(x.dtype)[6:]})", progress)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_NO_BATCHING_RULE)
+        for start in range(0, n, c):
+            r, p = r_all[start:start + c], p_all[start:start + c]
+            ct = torch.zeros(r.numel(), B * T, F, dtype=y.dtype, device=y.device)
+            ct[torch.arange(r.numel(), device=y.device), r] = flat_ct[p, r]
+            try:
+                (g,) = torch.autograd.grad(y, xr, ct.view(-1, B, T, F) if batched else ct.view(B, T, F),
+                                           retain_graph=True, allow_unused=True,
+                                           materialize_grads=True, is_grads_batched=batched)
+                g = g.view(-1, B, T, E)                             # (c, B, T, E): rows of J
+            except RuntimeError as err:
+                if not batched:
+                    raise
+                raise VmapUnsupported(f"the backward pass cannot be vmapped: {err}") from err
+            D2.index_add_(0, r, g.square().sum(dim=(1, 3)) / k)      # (c, T_in): Σ over b', e
+            bar.step()
+    bar.close()
+    return D2.view(B, T, T), y.detach(), cotangents

@@ -16,7 +16,14 @@ import torch
 from torch import Tensor, nn
 
 from .calling import call_model, check_finite, check_model, check_x, float64_model
-from .dependency import batch_independent, dependency_map, probe_cotangents, replicated_rows
+from .dependency import (
+    VmapUnsupported,
+    batch_independent,
+    dependency_map,
+    probe_cotangents,
+    replicated_rows,
+    vmapped_rows,
+)
 from .leaks import Leak, leak_atol, leaks_in_map
 from .lookahead import default_atol
 from .relations import batch_dependent, dense_allowed, relation_name, sweep_checked_prefixes
@@ -208,37 +215,41 @@ def fast_dependency(
 ) -> tuple[Tensor, str, str, str]:
     """The fast verdict's per-item map ``(B, T, T)``: ``(map, precision, mode, detail)``.
 
-    1. Pattern: ``probes`` Gaussian cotangents per output ``(b, i)``, in float32, one copy of ``x``
-       per probe stacked along the batch (:func:`~attention.verify.dependency.replicated_rows`: a
-       batched forward and one backward per chunk). A blocked path gives exactly 0 in any precision;
-       a real dependency gives a nonzero entry with probability 1.
+    1. Pattern: ``probes`` Gaussian cotangents per output ``(b, i)``, in float32: **one** forward
+       pass with autograd, then the backward passes vmapped over chunks of cotangents
+       (:func:`~attention.verify.dependency.vmapped_rows`). A blocked path gives exactly 0 in any
+       precision; a real dependency gives a nonzero entry with probability 1.
     2. Magnitudes: the rows ``(b, i)`` with any nonzero *forbidden* entry are recomputed in float64
        with the same cotangents, so leaks are judged against the float64 threshold (``1e-9 ×`` the
        largest dependency) and float32 rounding can never make a leak (nor hide one: it is a
        candidate whenever its float32 value is not exactly 0).
 
-    A model that mixes the batch (BatchNorm in training mode) or rejects a stacked batch gets float64
-    probes through vmapped backward passes instead (:func:`dependency_map` with ``probes``); a
+    A model whose backward pass cannot be vmapped gets one copy of ``x`` per probe stacked along the
+    batch instead (:func:`~attention.verify.dependency.replicated_rows`), or, if it also mixes the
+    batch or rejects a stacked batch, one backward pass at a time (slow, but the same numbers). A
     callable that rejects float64 keeps its float32 values (and the float32 threshold).
     """
     kwargs = dict(model_kwargs or {})
     B, T, E = x.shape
     m32 = copy.deepcopy(model).float() if isinstance(model, nn.Module) else model
     x32 = x.detach().float()
-    if not batch_independent(m32, x32, kwargs):
-        dep = dependency_map(model, x, reduce="none", probes=probes, model_kwargs=kwargs, progress=progress)
-        return dep, _dtype_name(dep.dtype), "probes", (
-            f"{probes} float64 probe(s) per position through vmapped backward passes (the model mixes "
-            f"the batch or rejects a stacked batch, so copies of x cannot share one)")
-    with torch.no_grad():
-        y = call_model(m32, x32, kwargs)                            # (B, T, F)
-    check_finite(y, "model output", "(batch b, position t)")
-    cts = probe_cotangents(B, T, y.shape[-1], probes)               # (k, B, T, F), float64
-    D2 = replicated_rows(m32, x32, cts, torch.arange(B * T), kwargs, progress=progress)  # (B, T, T)
+    stacked = False
+    try:
+        D2, _, cts = vmapped_rows(m32, x32, probes, None, kwargs, progress=progress)
+        how = "one forward, vmapped backward passes"
+    except VmapUnsupported:
+        stacked = batch_independent(m32, x32, kwargs)
+        if stacked:
+            D2, cts = _stacked_rows(m32, x32, probes, torch.arange(B * T), kwargs, progress)
+            how = "stacked copies of x: the backward cannot be vmapped"
+        else:
+            D2, _, cts = vmapped_rows(m32, x32, probes, None, kwargs, progress=progress, batched=False)
+            how = ("one backward pass at a time: the backward cannot be vmapped and the model mixes "
+                   "the batch or rejects a stacked batch")
     check_finite(D2, "dependency map", "(batch b, output i, input j)", dims=3)
     forbidden = ~(keep if keep.dim() == 3 else keep.unsqueeze(0)).to(D2.device)
     candidates = ((D2 > 0) & forbidden).any(-1).flatten().nonzero().flatten()   # flat rows b·T + i
-    detail = (f"{probes} float32 probe(s) per position ({B * T * probes} vjps in stacked copies of x): "
+    detail = (f"{probes} float32 probe(s) per position ({B * T * probes} vjps, {how}): "
               f"the exact pattern with probability 1")
     if candidates.numel() == 0:
         return D2.double().clamp_min(0).sqrt(), "float32", "fast", detail + "; no forbidden entry is nonzero"
@@ -247,12 +258,27 @@ def fast_dependency(
         return D2.clamp_min(0).sqrt(), "float32", "fast", detail + (
             f"; {candidates.numel()} row(s) with forbidden entries kept in float32 (the callable "
             f"rejects float64)")
-    D64 = replicated_rows(m64, x.detach().double(), cts, candidates, kwargs, progress=progress)
+    x64 = x.detach().double()
+    try:
+        D64, _, _ = vmapped_rows(m64, x64, cts, candidates, kwargs, progress=progress)
+    except VmapUnsupported:
+        D64 = (_stacked_rows(m64, x64, cts, candidates, kwargs, progress)[0] if stacked else
+               vmapped_rows(m64, x64, cts, candidates, kwargs, progress=progress, batched=False)[0])
     check_finite(D64, "dependency map", "(batch b, output i, input j)", dims=3)
     out = D2.double().view(B * T, T)
     out[candidates] = D64.view(B * T, T)[candidates]
     return out.view(B, T, T).clamp_min(0).sqrt(), "float32 pattern, float64 leaking rows", "fast", detail + (
         f"; {candidates.numel()} row(s) with nonzero forbidden entries recomputed in float64")
+
+
+def _stacked_rows(model, x, probes, rows, kwargs, progress) -> tuple[Tensor, Tensor]:
+    """:func:`replicated_rows` for ``probes`` (a count, drawn here, or the cotangents): ``(D2, cts)``."""
+    if isinstance(probes, int):
+        with torch.no_grad():
+            y = call_model(model, x, kwargs)                        # (B, T, F)
+        check_finite(y, "model output", "(batch b, position t)")
+        probes = probe_cotangents(x.shape[0], x.shape[1], y.shape[-1], probes)
+    return replicated_rows(model, x, probes, rows, kwargs, progress=progress), probes
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -148,8 +148,11 @@ def _leak_positions(report: LeakReport) -> tuple[tuple[np.ndarray, np.ndarray], 
 
 
 def map_title(report: LeakReport) -> str:
+    """``"Dependency map · causal outlined · 3 leaks"``; ``"Dependency map (fast verdict) · ..."``
+    when the map is the fast verdict's (float32 estimates, float64 rows where a leak is)."""
     n = len(report.leaks)
-    return f"Dependency map · {report.allowed_name} outlined · " + (
+    kind = " (fast verdict)" if report.mode == "fast" else ""
+    return f"Dependency map{kind} · {report.allowed_name} outlined · " + (
         f"{n} leak{'s' if n != 1 else ''}" if n else "no leak")
 
 

@@ -1,10 +1,14 @@
 """The "Leak detector" tab's state: a zoo model, an allowed relation, ``T``, seed and the report.
 
 ``LeakState`` holds the knobs and the current :class:`~attention.verify.LeakReport`
-(``ld.report``). The expensive part, the exact dependency map and the prefix sweep, runs once per
-(model, ``T``, seed) through :func:`attention.verify.check_entry` and is cached; changing only the
-allowed relation re-checks the cached map with :func:`~attention.verify.leaks_in_map` (no model
-call; ``ld.n_computes`` counts the real computations). ``LeakState(served=[path, ...])`` also
+(``ld.report``). The expensive part, the dependency map and the prefix sweep, runs once per
+(model, ``T``, seed) through :func:`attention.verify.check_entry` and is cached. Up to
+``EXACT_MAX_SEQ_LEN`` (``B·T·E <= EXACT_LIMIT``, as on the command line) the map is exact and
+changing only the allowed relation re-checks the cached map with
+:func:`~attention.verify.leaks_in_map` (no model call); above it, up to ``MAX_SEQ_LEN``, the map
+is the fast verdict's (``leak_report(fast=True)``: float32 pattern, float64 only for rows with a
+forbidden entry), whose float64 rows depend on the relation, so a relation change there runs the
+fast verdict again (cached per relation). ``ld.n_computes`` counts the real computations. ``LeakState(served=[path, ...])`` also
 offers Hugging Face model directories (the app's ``--hf PATH``) as ``"hf:<path>"``: loaded once
 per process with :func:`attention.hf.verify_target`, checked on rows of their own embedding table
 against their own relation (causal or full, from the config). Headless:
@@ -23,16 +27,18 @@ import torch
 from attention.hf import embedding_inputs, resolve_model_path, verify_target
 from attention.verify import (LeakReport, check_entry, dense_allowed, leak_report, leaks_in_map,
                               sweep_checked_prefixes)
+from attention.verify.report import EXACT_LIMIT
 from attention.zoo import ZOO, parse_relation
 
 from ..common.recompute import Recomputing
 
-__all__ = ["BUGGY", "CORRECT", "LeakResult", "LeakState", "OWN", "RELATION_CHOICES", "SERVED", "rechecked",
-           "served_target"]
+__all__ = ["BUGGY", "CORRECT", "EXACT_MAX_SEQ_LEN", "LeakResult", "LeakState", "MAX_SEQ_LEN", "OWN",
+           "RELATION_CHOICES", "SERVED", "rechecked", "served_target"]
 
 DIM = 16                     # features of every zoo model and input
 BATCH = 2                    # input batch (BatchNorm in training mode needs more than one item)
-MAX_SEQ_LEN = 32             # the exact map costs B*T*F backward passes: keep it instant
+MAX_SEQ_LEN = 128            # above EXACT_MAX_SEQ_LEN the fast verdict (B*T float32 probes)
+EXACT_MAX_SEQ_LEN = EXACT_LIMIT // (BATCH * DIM)   # 32: the exact map (B*T*E backward passes) up to here
 MIN_SEQ_LEN = max(4, *(e.min_seq_len for e in ZOO.values()))   # every bug can show
 CACHE_SIZE = 16              # cached (model, T, seed) measurements per session
 
@@ -145,8 +151,9 @@ class LeakState(Recomputing):
         one it was written for; pick another to see what it would break (or satisfy).""")
     seq_len = param.Integer(default=12, bounds=(MIN_SEQ_LEN, MAX_SEQ_LEN), label="Sequence length T",
                             doc="""
-        Positions T of the random input. The map is exact (T*T pairs, one backward pass per
-        output entry), so T stays small.""")
+        Positions T of the random input. Up to T = 32 the map is exact (one backward pass per
+        output entry); above, up to 128, it is the fast verdict (one random probe per output
+        position: the exact pattern, estimated norms, float64 for the rows that leak).""")
     seed = param.Integer(default=0, bounds=(0, 2**31 - 1), label="Random seed", doc="""
         Seeds the model's weights, the random input and the sweep's perturbations.""")
 
@@ -187,22 +194,35 @@ class LeakState(Recomputing):
             return ZOO[model].allowed(T)
         return parse_relation(allowed, T)
 
+    def is_fast(self, model: str | None = None, seq_len: int | None = None) -> bool:
+        """Whether (model, T) (default: the selected ones) gets the fast verdict rather than the
+        exact map: ``BATCH·T·E > EXACT_LIMIT``, the command line's rule (``T > 32`` for the zoo)."""
+        model = self.model if model is None else model
+        T = self.seq_len if seq_len is None else seq_len
+        E = served_target(model[len(SERVED):])[1] if model.startswith(SERVED) else DIM
+        return BATCH * T * E > EXACT_LIMIT
+
     def measurement(self, model: str | None = None, seq_len: int | None = None,
-                    seed: int | None = None) -> LeakReport:
-        """The report against the model's own relation for (model, T, seed) (default: the selected
-        ones): cached, or computed now."""
+                    seed: int | None = None, allowed: str = OWN) -> LeakReport:
+        """The report for (model, T, seed) (default: the selected ones) against the model's own
+        relation, or against ``allowed`` (computed with that relation: the fast verdict's float64
+        rows depend on it): cached, or computed now."""
         key = (self.model if model is None else model, self.seq_len if seq_len is None else seq_len,
-               self.seed if seed is None else seed)
+               self.seed if seed is None else seed) + (() if allowed == OWN else (allowed,))
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
+        name, T, seed = key[:3]
+        fast = self.is_fast(name, T)
+        relation = None if allowed == OWN and not name.startswith(SERVED) else self.relation(allowed, T, name)
         with self._working():
-            if key[0].startswith(SERVED):           # a Hugging Face model given with --hf
-                f = served_target(key[0][len(SERVED):])[0]
-                x = embedding_inputs(f, BATCH, key[1], torch.Generator().manual_seed(key[2]))
-                report = leak_report(f, x, self.relation(OWN, key[1], key[0]), seed=key[2])
+            if name.startswith(SERVED):             # a Hugging Face model given with --hf
+                f = served_target(name[len(SERVED):])[0]
+                x = embedding_inputs(f, BATCH, T, torch.Generator().manual_seed(seed))
+                report = leak_report(f, x, relation, seed=seed, fast=fast)
             else:
-                report = check_entry(key[0], seq_len=key[1], dim=DIM, batch=BATCH, seed=key[2])
+                report = check_entry(name, seq_len=T, dim=DIM, batch=BATCH, seed=seed, allowed=relation,
+                                     fast=fast)
             self.n_computes += 1
         self._cache[key] = report
         while len(self._cache) > CACHE_SIZE:
@@ -212,7 +232,9 @@ class LeakState(Recomputing):
     def _recompute(self) -> None:
         """The report for the current parameters (called by ``refresh()``, latest wins)."""
         model, allowed, T, seed = self.model, self.allowed, self.seq_len, self.seed
-        base = self.measurement(model, T, seed)
-        report = base if allowed == OWN else rechecked(base, self.relation(allowed, T, model))
+        if allowed == OWN or self.is_fast(model, T):
+            report = self.measurement(model, T, seed, allowed)
+        else:                                       # the exact map, re-checked (no model call)
+            report = rechecked(self.measurement(model, T, seed), self.relation(allowed, T, model))
         with param.edit_constant(self):
             self.param.update(report=report, result=LeakResult(model, allowed, T, seed, report))

@@ -18,9 +18,15 @@ Cell (i, j) is **‖∂y_i/∂x_j‖**: how much output i moves when input j is 
 at all. The **orange outline** encloses what the relation allows; every **red ×** is a dependency
 outside it, a leak, and the ring marks the largest. Hover a cell for its numbers.
 
-**Exact, not sampled.** The map comes from autograd on a float64 copy of the model: every row of
+**Exact up to T = 32.** The map comes from autograd on a float64 copy of the model: every row of
 the Jacobian, computed in batches with `torch.func.vmap`. A blocked path gives an exact zero, so
 anything above 10⁻⁹ of the strongest dependency is a real path, not rounding noise.
+
+**The fast verdict above T = 32** (up to 128; the title says "fast verdict"): one random probe per
+output position, in float32, gives the exact pattern (a blocked path is exactly 0 in any
+precision, a real one is nonzero with probability 1); the rows holding a nonzero forbidden cell are
+recomputed in float64 and judged as above. Allowed cells show float32 estimates of the norms. A
+relation change there runs the check again, since which rows are recomputed depends on it.
 
 **Why not read attention weights?** Weights describe one attention layer. The map describes the
 whole model from input to output: LayerNorm, MLPs, convolutions, cumulative sums, BatchNorm

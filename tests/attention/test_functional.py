@@ -244,3 +244,64 @@ def test_masked_softmax_gradients_flow_with_fully_blocked_rows():
     ref_grad = ref_scores.grad.nan_to_num(0.0)
     torch.testing.assert_close(scores.grad, ref_grad)
     assert torch.all(scores.grad[:, 0] == 0) and torch.isfinite(scores.grad).all()
+
+
+@pytest.mark.parametrize("T,S", [(1, 1), (5, 5), (4, 7), (7, 3)])
+def test_masked_softmax_is_causal_equals_passing_the_causal_mask_bit_for_bit(T, S):
+    from attention.functional import masked_softmax
+    gen = torch.Generator().manual_seed(7)
+    scores = torch.randn(2, 3, T, S, generator=gen)
+    causal = make_causal_mask(T, S, dtype=torch.bool)
+    torch.testing.assert_close(masked_softmax(scores, None, is_causal=True), masked_softmax(scores, causal),
+                               rtol=0, atol=0)
+    keep = torch.rand(2, 1, T, S, generator=gen) > 0.3
+    torch.testing.assert_close(masked_softmax(scores, keep, is_causal=True), masked_softmax(scores, keep & causal),
+                               rtol=0, atol=0)
+
+
+def test_masked_softmax_bias_leaves_kept_scores_bit_for_bit():
+    """Blocked keys get -inf added, kept keys +0: the same weights as masked_fill, exactly."""
+    from attention.functional import masked_softmax
+    gen = torch.Generator().manual_seed(8)
+    scores = torch.randn(4, 9, 9, generator=gen)
+    keep = torch.rand(4, 9, 9, generator=gen) > 0.5
+    keep[..., 0] = True
+    expected = torch.softmax(scores.masked_fill(~keep, float("-inf")), -1)
+    torch.testing.assert_close(masked_softmax(scores, keep), expected, rtol=0, atol=0)
+    torch.testing.assert_close(masked_softmax(scores.clone(), keep, inplace=True), expected, rtol=0, atol=0)
+
+
+def _overflowing_float16(T=5, D=4):
+    """q, k, v in float16 whose score (0, 3) overflows to +inf (|q_0·k_3| / sqrt(D) > 65504) while
+    every score query 0 may see (keys 0) and every other score is finite: a blocked +inf."""
+    gen = torch.Generator().manual_seed(9)
+    q = torch.randn(1, 2, T, D, generator=gen)
+    k = torch.randn(1, 2, T, D, generator=gen)
+    v = torch.randn(1, 2, T, D, generator=gen)
+    q[:, :, 0] = torch.tensor([400.0, 0.0, 0.0, 0.0])
+    k[:, :, 0] = torch.tensor([0.0, 1.0, 0.0, 0.0])
+    k[:, :, 3] = torch.tensor([400.0, 0.0, 0.0, 0.0])
+    q, k, v = q.half(), k.half(), v.half()
+    scores = q @ k.transpose(-2, -1) / 2
+    assert torch.isinf(scores[:, :, 0, 3]).all() and torch.isfinite(scores[:, :, 1:, :3]).all()
+    return q, k, v
+
+
+@pytest.mark.parametrize("how", ["mask", "is_causal"])
+def test_float16_blocked_score_that_overflows_to_inf_gives_torchs_output_not_nan(how):
+    from attention.functional import masked_softmax
+    q, k, v = _overflowing_float16()
+    T = q.shape[-2]
+    causal = make_causal_mask(T, dtype=torch.bool)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if how == "mask":
+        out, w = scaled_dot_product_attention(q, k, v, mask=causal)
+    else:
+        w = masked_softmax(q @ k.transpose(-2, -1) / 2, None, is_causal=True)
+        out = w @ v
+    assert torch.isfinite(w).all() and torch.isfinite(out).all()
+    assert torch.equal(w[..., 0, :], torch.tensor([1.0, 0, 0, 0, 0]).half().expand_as(w[..., 0, :]))
+    torch.testing.assert_close(out, ref, atol=2e-3, rtol=2e-3)
+    # the -inf bias (float32/64's path) would have made row 0 NaN: the overflow is real
+    bias = torch.zeros(T, T, dtype=torch.float16).masked_fill_(~causal, float("-inf"))
+    assert torch.isnan(torch.softmax(q @ k.transpose(-2, -1) / 2 + bias, -1)[..., 0, :]).all()

@@ -509,3 +509,86 @@ def test_gradients_of_both_paths_agree(gen):
         grads.append(torch.autograd.grad(out.sin().sum(), (x, *m.parameters())))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# The explicit path's shortcuts (issue 10 section 4) compute the same thing as the plain one
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("grad_mode", [torch.enable_grad, torch.no_grad])
+def test_self_attention_through_one_gemm_matches_separate_projections(gen, bias, causal, grad_mode):
+    """``ours(x)`` stacks the q/k/v weights into one GEMM; ``ours(x, x.clone())`` projects apart."""
+    ref = _torch_mha(bias=bias)
+    ours = MultiHeadAttention.from_torch(ref)
+    x = _x(gen, 3, 6, E)
+    with grad_mode():
+        out, w = ours(x, is_causal=causal)
+        out_sep, w_sep = ours(x, x.clone(), x.clone(), is_causal=causal)
+    torch.testing.assert_close(out, out_sep)
+    torch.testing.assert_close(w, w_sep)
+
+
+@pytest.mark.parametrize("mask", ["none", "causal", "padding", "causal+padding", "empty_rows"])
+def test_explicit_path_without_autograd_matches_torch_on_every_mask(gen, mask):
+    ref = _torch_mha()
+    ours = MultiHeadAttention.from_torch(ref)
+    B, T = 3, 6
+    x = _x(gen, B, T, E)
+    causal = mask.startswith("causal")
+    pad = make_padding_mask([6, 3, 1], T) if "padding" in mask else None
+    keep = _keep_with_free_first_key(gen, (B, H, T, T)) if mask == "empty_rows" else None
+    if keep is not None:
+        keep[1, :, 2] = False                                   # query 2 of item 1 sees nothing
+    with torch.inference_mode():
+        out, w = ours(x, mask=keep, padding_mask=pad, is_causal=causal)
+        torch_keep = make_causal_mask(T, dtype=torch.bool) if causal else keep
+        ref_out, ref_w = _run_torch(ref, x, x, x, keep=torch_keep, padding=pad)
+    rows = torch.ones(B, T, dtype=torch.bool)
+    if keep is not None:
+        rows[1, 2] = False                                      # torch gives NaN there, we give 0
+        assert torch.equal(w[1, :, 2], torch.zeros_like(w[1, :, 2]))
+    torch.testing.assert_close(out[rows], ref_out[rows])
+    torch.testing.assert_close(w.transpose(1, 2)[rows], ref_w.transpose(1, 2)[rows])
+    assert torch.isfinite(w).all() and torch.isfinite(out).all()
+
+
+def test_gradients_reach_trainable_biases_of_frozen_projections(gen):
+    m = _module()
+    for lin in (m.q_proj, m.k_proj, m.v_proj, m.out_proj):
+        lin.weight.requires_grad_(False)
+    out, _ = m(_x(gen, 2, 5, E), is_causal=True)
+    out.square().sum().backward()
+    assert all(lin.bias.grad is not None and lin.bias.grad.abs().sum() > 0
+               for lin in (m.q_proj, m.v_proj, m.out_proj))
+
+
+@pytest.mark.parametrize("how", ["is_causal", "mask"])
+def test_float16_explicit_path_with_a_blocked_score_overflowing_to_inf_matches_torch_sdpa(how):
+    """The explicit path (weights) scores in float16, where q_0·k_3 overflows to +inf for a key the
+    causal mask blocks: the output must equal the fused path (``F.scaled_dot_product_attention``),
+    not NaN (a -inf bias added to +inf is NaN)."""
+    E2, T = 4, 5
+    m = MultiHeadAttention(E2, 1, bias=False)
+    with torch.no_grad():
+        m.q_proj.weight.copy_(torch.diag(torch.tensor([1.0, 0, 0, 0])))       # q_t = (x_t[0], 0, 0, 0)
+        m.k_proj.weight.copy_(torch.tensor([[0.0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]]))
+        m.v_proj.weight.copy_(torch.eye(E2))
+        m.out_proj.weight.copy_(torch.eye(E2))
+    m = m.half().eval()
+    x = torch.randn(1, T, E2, generator=torch.Generator().manual_seed(5))
+    x[0, 0] = torch.tensor([400.0, 0.1, 0.2, 0.3])             # q_0 = 400 (x 1/2 scale)
+    x[0, 3] = torch.tensor([0.5, 400.0, 0.0, 0.0])             # k_3 = (400, 0, 0, 0)
+    x = x.half()
+    q, k = m.q_proj(x) * 0.5, m.k_proj(x)
+    assert torch.isinf(q[0, 0] @ k[0, 3]) and torch.isfinite((q @ k.transpose(-2, -1)).tril()).all()
+    kw = {"is_causal": True} if how == "is_causal" else {"mask": make_causal_mask(T, dtype=torch.bool)}
+    with torch.inference_mode():
+        out, w = m(x, need_weights=True, **kw)
+        fused, _ = m(x, need_weights=False, is_causal=True)
+        ref = m.out_proj(F.scaled_dot_product_attention(m.q_proj(x)[:, None], m.k_proj(x)[:, None],
+                                                        m.v_proj(x)[:, None], is_causal=True)[:, 0])
+    assert torch.isfinite(out).all() and torch.isfinite(w).all()
+    torch.testing.assert_close(out, ref, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(out, fused, atol=2e-3, rtol=2e-3)

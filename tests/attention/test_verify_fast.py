@@ -1,4 +1,5 @@
-"""The fast verdict (float32 probes in stacked copies of x, float64 only for the rows that leak)
+"""The fast verdict (float32 probes through one forward and vmapped backward passes, float64 only for
+the rows that leak)
 loses nothing against the float64 map: every zoo entry gets the same verdict and the same leaking
 pairs, and planted leaks down to 1e-7 of the largest dependency are still caught. Also the CLI's
 choice of mode (fast by default, exact with --exact or when B*T*E is small) and its report."""
@@ -39,7 +40,7 @@ def test_fast_verdict_equals_the_float64_map_on_every_zoo_entry(name):
     fast = leak_report(entry.build(E, 0), x, entry.allowed(n), fast=True)
     assert fast.passed is exact.passed is (not entry.buggy)
     assert _pairs(fast) == _pairs(exact)
-    assert fast.mode == ("probes" if name == "batchnorm_over_time_train" else "fast")  # batch mixing
+    assert fast.mode == "fast"                # batch mixing too: one forward on the real batch
     assert torch.equal(fast.dep_map > 0, exact.dep_map > 0)          # the same pattern, every entry
 
 
@@ -84,8 +85,73 @@ def test_fast_verdict_on_a_passing_model_needs_no_float64_and_says_so():
     x = torch.randn(1, T, E, generator=torch.Generator().manual_seed(1))
     r = leak_report(ZOO["gpt_block_stack"].build(E, 0), x, fast=True, probes=2)
     assert r.passed and r.mode == "fast" and r.precision == "float32"
-    assert r.mode_detail.startswith("2 float32 probe(s) per position (24 vjps in stacked copies of x)")
+    assert r.mode_detail.startswith("2 float32 probe(s) per position (24 vjps, one forward, vmapped "
+                                    "backward passes)")
     assert r.to_dict()["mode"] == "fast"
+
+
+class ValueReadingGrad(torch.autograd.Function):
+    """Identity whose backward reads a value in Python (``float(...)``): it cannot run under vmap."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * (1.0 if float(g.abs().sum()) >= 0 else 0.0)
+
+
+class Unvmappable(nn.Module):
+    """``inner`` after an identity whose backward reads a value: the fast path must fall back."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(ValueReadingGrad.apply(x))
+
+
+def test_vmapped_rows_equal_stacked_copies_and_share_one_forward():
+    from attention.verify.dependency import probe_cotangents, replicated_rows, vmapped_rows
+
+    model = ZOO["gpt_block_stack"].build(E, 0)
+    x = torch.randn(B, T, E, generator=torch.Generator().manual_seed(3))
+    cts = probe_cotangents(B, T, E, 2)
+    calls = []
+    hook = model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    rows = torch.tensor([0, 5, 13, 23])
+    D2, y, back = vmapped_rows(model, x, cts, rows, chunk_size=3)     # 8 jobs in 3 chunks
+    hook.remove()
+    assert calls == [B] and back is cts                               # one forward on the real batch
+    ref = replicated_rows(model, x, cts, rows)
+    torch.testing.assert_close(D2, ref, rtol=1e-4, atol=1e-7)
+    assert torch.equal(D2 > 0, ref > 0)
+    untouched = torch.ones(B * T, dtype=torch.bool)
+    untouched[rows] = False
+    assert bool((D2.view(B * T, T)[untouched] == 0).all())
+    with pytest.raises(ValueError, match=r"expected cotangents of shape \(k, B, T, F\)"):
+        vmapped_rows(model, x, cts[:, :1], rows)
+
+
+def test_a_backward_that_cannot_be_vmapped_falls_back_to_stacked_copies_with_the_same_verdict():
+    from attention.verify.dependency import VmapUnsupported, vmapped_rows
+
+    x = torch.randn(B, T, E, generator=torch.Generator().manual_seed(4))
+    with pytest.raises(VmapUnsupported, match="cannot be vmapped"):
+        vmapped_rows(Unvmappable(ZOO["gpt_block_stack"].build(E, 0)), x, 1)
+    for name in ("gpt_block_stack", "off_by_one_causal_mask", "batchnorm_over_time_train"):
+        entry = ZOO[name]
+        n = max(T, entry.min_seq_len)
+        xn = torch.randn(B, n, E, generator=torch.Generator().manual_seed(0))
+        exact = leak_report(entry.build(E, 0), xn, entry.allowed(n))
+        fast = leak_report(Unvmappable(entry.build(E, 0)), xn, entry.allowed(n), fast=True)
+        assert fast.passed is exact.passed and _pairs(fast) == _pairs(exact), name
+        assert torch.equal(fast.dep_map > 0, exact.dep_map > 0), name
+        assert fast.mode == "fast", name
+        assert (("one backward pass at a time" if name == "batchnorm_over_time_train"  # mixes the batch
+                 else "stacked copies of x") in fast.mode_detail), name
 
 
 # ------------------------------------------------------------------------------------------------
