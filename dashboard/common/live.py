@@ -30,7 +30,7 @@ from functools import partial
 
 import panel as pn
 
-__all__ = ["LiveView", "STATE_TAG", "hold_documents", "state_html"]
+__all__ = ["LiveView", "STATE_TAG", "busy_html", "hold_documents", "state_html"]
 
 MIN_INTERVAL = 0.2
 """Seconds between two updates of one served page: requests in between join the next one.
@@ -63,6 +63,24 @@ def hold_documents(*panes):
         for doc in _documents(*panes):
             stack.enter_context(pn.io.hold(doc))
         yield
+
+
+BUSY_CSS = """
+.ap-busy-badge { position: fixed; top: 64px; right: 24px; z-index: 1000; display: flex;
+  align-items: center; gap: 8px; padding: 6px 12px; border-radius: 16px; background: #1e293b;
+  color: white; font: 13px system-ui, sans-serif; box-shadow: 0 2px 8px rgba(0,0,0,.25); }
+.ap-busy-badge .ap-spin { width: 12px; height: 12px; border: 2px solid #94a3b8;
+  border-top-color: white; border-radius: 50%; animation: ap-spin .8s linear infinite; }
+@keyframes ap-spin { to { transform: rotate(360deg); } }
+"""
+
+
+def busy_html(busy: bool) -> str:
+    """The busy badge's content: a floating "Computing…" pill while busy, nothing otherwise."""
+    if not busy:
+        return ""
+    return ('<div class="ap-busy-badge" data-busy="1" role="status" aria-live="polite">'
+            '<span class="ap-spin"></span>Computing…</div>')
 
 
 def state_html(state_id: str) -> str:
@@ -104,6 +122,11 @@ class LiveView:
         self._last_sent = 0.0
         self.state_pane = pn.pane.HTML(state_html(""), css_classes=["ap-state"], margin=(0, 10),
                                        styles={"font-size": "10px", "color": "#94a3b8"})
+        # the busy indicator of views that use it (``busy_badge() -> True``): a floating pill whose
+        # text changes, unlike Panel's ``loading`` (a css_classes change: in the browser each one
+        # lays the whole page out again and repaints every figure, 0.5 s per layout at T=256)
+        self.busy_pane = pn.pane.HTML("", css_classes=["ap-busy"], stylesheets=[BUSY_CSS],
+                                      margin=0, width=0, height=0)
 
     def start(self, watch: list[str]) -> None:
         """Follow the state from now on (call once, when the layout is built)."""
@@ -131,11 +154,16 @@ class LiveView:
     def wants_spinner(self) -> bool:
         return True
 
+    def busy_badge(self) -> bool:
+        """Show busy work with ``busy_pane`` (put it in the layout) instead of ``loading_targets``."""
+        return False
+
     # -- the pipeline ----------------------------------------------------------------------------
     def request_update(self, *events) -> None:
         """Ask for the figures to follow the state (any thread; requests are coalesced)."""
         if events and {e.name for e in events} == {"busy"} and not self.wants_spinner() \
-                and not any(layout.loading for layout in self.loading_targets()):
+                and not any(layout.loading for layout in self.loading_targets()) \
+                and not self.busy_pane.object:
             return            # quick work shows no spinner: nothing to send (and no gap to wait)
         with self._pending_lock:
             self._changed.update(e.name for e in events)
@@ -160,9 +188,11 @@ class LiveView:
     def _update_served(self, doc) -> None:
         with self._pending_lock:
             self._pending.discard(id(doc))
+            figures = bool(self._changed - {"busy"})
         with pn.io.hold(doc):
             self.update()
-        self._last_sent = time.monotonic()
+        if figures:           # only a patch that rewrote figures keeps the next one waiting: the
+            self._last_sent = time.monotonic()     # spinner going on must not delay the result
 
     def update(self) -> None:
         """Show the state's current result now (the caller holds the document lock, if any)."""
@@ -172,6 +202,10 @@ class LiveView:
             self.stamp(self.show(changed))
             self.n_updates += 1
             busy = bool(self.state.busy) and self.wants_spinner()
+            if self.busy_badge():
+                if self.busy_pane.object != busy_html(busy):
+                    self.busy_pane.object = busy_html(busy)
+                return
             for layout in self.loading_targets():  # on layouts: loading= on a Bokeh pane fails
                 if layout.loading != busy:
                     layout.loading = busy

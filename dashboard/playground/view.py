@@ -160,8 +160,8 @@ class PlaygroundView(LiveView):
             return [plots.HeadGrid.of(self._last.seq_len, self._last.num_heads).tag()]
         return []
 
-    def loading_targets(self) -> list:
-        return [self.heads_box, self.query_row, self.single_pane, self.analysis]
+    def busy_badge(self) -> bool:
+        return True
 
     def wants_spinner(self) -> bool:
         pg = self.pg
@@ -230,6 +230,7 @@ class PlaygroundView(LiveView):
         sidebar = pn.Column(
             pn.pane.Markdown("#### Controls", margin=(0, 10)),
             self.controls, self.download, caveat(TEXT["caveat"], "ap-caveat"), self.state_pane,
+            self.busy_pane,
             width=275, css_classes=["ap-sidebar"],
         )
         section = dict(sizing_mode="stretch_width", styles=dict(SECTION_STYLES))

@@ -99,6 +99,8 @@ PROBE_JS = r"""
     for (const doc of Bokeh.documents)
       for (const m of doc.all_models)
         if ((m.css_classes || []).includes("pn-loading")) out.push((m.css_classes || []).join(" "));
+        else if ((m.css_classes || []).includes("ap-busy") && String(m.text || "").includes("data-busy"))
+          out.push("ap-busy");         // a view's floating busy badge (common/live.py busy_html)
     return out;
   };
   // Panel's loading indicator is the "pn-loading" class on a model (Reactive.loading): reading
@@ -114,7 +116,7 @@ PROBE_JS = r"""
     // later change came meanwhile (BokehJS paints in the first frame after a change)
     frames().then(() => { if (n === ap.nEvents) { ap.paintedEvents = n; ap.paintedAt = performance.now(); } });
     const m = ev.model;
-    if (ev.attr === "css_classes") {
+    if (ev.attr === "css_classes" || (ev.attr === "text" && (m && (m.css_classes || []).includes("ap-busy")))) {
       const on = ap.spinnerModels().length > 0;
       if (on && !ap.spinnerWasOn) ap.spinnerOnAt = t;
       if (!on && ap.spinnerWasOn) ap.spinnerOffAt = t;
