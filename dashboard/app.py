@@ -129,13 +129,17 @@ def serve_app() -> pn.viewable.Viewable:
     ``slider_taps()`` lets fast clicks on a slider's track through (Bokeh's sliders drop a click
     that comes within 300 ms of the last one).
 
+    No template busy indicator: each tab shows its own (``common.live``: a floating badge, or
+    Panel's ``loading`` on the parts being recomputed).
+
     Not ``FastListTemplate``: its design fetches a Google font, a network request (and a console
     error) on machines without internet. The Bootstrap template's resources are all served
     locally.
     """
     return pn.template.BootstrapTemplate(
         title=TITLE, main=[build_app(), slider_taps()], header_background="#1e293b",
-    )
+        busy_indicator=None,    # its spinner is a css_classes change on every event: in the
+    )                           # browser each one lays the page out and repaints every figure
 
 
 if pn.state.served:

@@ -53,6 +53,7 @@ def widgets_from_spec(state, spec: dict[str, dict]) -> dict[str, pn.widgets.Widg
         doc = state.param[name].doc
         if "description_delay" in widget.param and doc and "description" not in options:
             widget.description = hover_tooltip(doc)
+            _tooltip_per_render(widget, doc)
         widgets[name] = widget
     return widgets
 
@@ -69,6 +70,25 @@ def hover_tooltip(doc: str) -> BkTooltip:
     return BkTooltip(content=" ".join(doc.split()), position="bottom_center", attachment="below",
                      stylesheets=[f":host {{ max-width: {TOOLTIP_WIDTH}px; }} "
                                   ".bk-tooltip-content { white-space: normal; }"])
+
+
+def _tooltip_per_render(widget: pn.widgets.Widget, doc: str) -> None:
+    """Give every rendering of ``widget`` a tooltip model of its own.
+
+    A Bokeh model belongs to one document: the same ``Tooltip`` object in two renderings (a view
+    shown twice in a notebook, or in two outputs) fails with "Models must be owned by only a
+    single document"."""
+    process = widget._process_param_change
+
+    def fresh(params):
+        params = process(params)
+        for key, value in params.items():     # "description", or "tooltip" (button groups)
+            if isinstance(value, BkTooltip):
+                params[key] = hover_tooltip(doc)
+                params[key].syncable = False
+        return params
+
+    widget._process_param_change = fresh
 
 
 def with_tooltip(widget: pn.widgets.Widget, doc: str | None):

@@ -28,7 +28,7 @@ from bokeh.events import Tap
 from ..common.frames import Frame
 from ..common.lazy import BuiltWhenShown
 from ..common.figures import LivePlot, render
-from ..common.live import LiveView
+from ..common.live import LiveHTML, LiveView
 from ..common.panes import (
     caveat,
     checked_widget,
@@ -93,7 +93,7 @@ class PlaygroundView(LiveView):
         self._last: PlaygroundResult = r
         self._q, self._head = min(pg.query, r.seq_len - 1), min(pg.view_head, r.num_heads - 1)
 
-        self.message = pn.pane.HTML("", css_classes=["ap-input-message"], stylesheets=[CSS],
+        self.message = LiveHTML("", css_classes=["ap-input-message"], stylesheets=[CSS],
                                     sizing_mode="stretch_width", margin=(0, 10))
         plain = {k: v for k, v in WIDGETS.items() if "checked" not in v}
         self.widgets = widgets_from_spec(pg, plain)
@@ -140,9 +140,9 @@ class PlaygroundView(LiveView):
         self.mask_pane = figure_pane(self.mask_plot.figure, "ap-mask")
         self.invariance_plot = LivePlot(plots.invariance_frame(r))
         self.inv_pane = figure_pane(self.invariance_plot.figure, "ap-invariance-chart")
-        self.verdict = pn.pane.HTML(plots.verdict_html(r), css_classes=["ap-verdict-pane"],
+        self.verdict = LiveHTML(plots.verdict_html(r), css_classes=["ap-verdict-pane"],
                                     stylesheets=[CSS])
-        self.stats = pn.pane.HTML(plots.invariance_summary_html(r), css_classes=["ap-stats-pane"],
+        self.stats = LiveHTML(plots.invariance_summary_html(r), css_classes=["ap-stats-pane"],
                                   stylesheets=[CSS])
         self.layout = self._assemble()
         self.start(["result", "query", "view_head"])

@@ -21,8 +21,10 @@ def test_button_groups_get_a_wrapped_tooltip_under_them_not_a_line_to_their_righ
     assert any(f"max-width: {TOOLTIP_WIDTH}px" in str(css) and "white-space: normal" in str(css)
                for css in tip.stylesheets)
     assert TOOLTIP_WIDTH < 330                     # narrower than the heads sidebar
-    model = group.get_root()                       # Panel passes the tooltip on as it is
-    assert model.tooltip is tip
+    model = group.get_root()                       # each rendering gets a tooltip model of its own
+    assert model.tooltip is not tip and model.tooltip.content == tip.content
+    assert model.tooltip.attachment == "below" and model.tooltip.stylesheets == tip.stylesheets
+    assert group.get_root().tooltip is not model.tooltip     # (a model belongs to one document)
     # widgets with their own "?" icon keep the plain string
     assert isinstance(widgets["seed"].description, str)
 
