@@ -158,7 +158,7 @@ class LivePlot:
             fig.frame_width = width
         if frame.tooltips:
             for tool in self._hover:
-                if list(tool.tooltips) != list(frame.tooltips):
+                if [tuple(t) for t in tool.tooltips] != [tuple(t) for t in frame.tooltips]:
                     tool.tooltips = list(frame.tooltips)
         if frame.hover_labels is not None and (frame.hover_labels != self.frame.hover_labels
                                                or frame.hover_ylabels != self.frame.hover_ylabels

@@ -165,6 +165,15 @@ class HeadGrid:
         """(x, y) of head ``head``'s key 0 / query 0."""
         return (head % self.ncols) * self.stride, (head // self.ncols) * self.stride
 
+    def origins(self) -> np.ndarray:
+        """``(H, 2)``: every head's ``origin``."""
+        return np.array([self.origin(h) for h in range(self.H)], dtype=np.float64).reshape(-1, 2)
+
+    def query_lines(self, query: int) -> np.ndarray:
+        """``(H, 4)`` segments ``x0, y0, x1, y1``: the line across each head's map at ``query``."""
+        o = self.origins()
+        return np.column_stack([o[:, 0] - 0.5, o[:, 1] + query, o[:, 0] + self.T - 0.5, o[:, 1] + query])
+
     def locate(self, x: float | None, y: float | None) -> tuple[int, int, int] | None:
         """``(head, query, key)`` under the data point ``(x, y)``; None in a gap or outside."""
         if x is None or y is None:
@@ -212,9 +221,8 @@ def heads_frame(result: PlaygroundResult, query: int) -> Frame:
     boxes = tuple((x - 0.5, y - 0.5, x + g.cell - 0.5, y + g.cell - 0.5)
                   for x, y in (g.origin(h) for h in range(H)))
     q = min(max(query, 0), T - 1)
-    origins = np.array([g.origin(h) for h in range(H)], dtype=np.float64).reshape(-1, 2)
-    segs = np.column_stack([origins[:, 0] - 0.5, origins[:, 1] + q, origins[:, 0] + T - 0.5,
-                            origins[:, 1] + q])
+    origins = g.origins()
+    segs = g.query_lines(q)
     label_xy = np.column_stack([origins[:, 0] + (T - 1) / 2, origins[:, 1] - 0.5])
     cols = [c for c in range(g.ncols) if c < H]
     ticks = token_ticks(result.tokens)
@@ -259,9 +267,7 @@ def heads_with_query(frame: Frame, result: PlaygroundResult, query: int) -> Fram
     """``heads_frame(result, ...)`` with the query line moved to ``query`` (the image is the same
     object, so a live figure resends only the lines)."""
     T, g = result.seq_len, HeadGrid.of(result.seq_len, result.num_heads)
-    q = min(max(query, 0), T - 1)
-    o = np.array([g.origin(h) for h in range(result.num_heads)], dtype=np.float64).reshape(-1, 2)
-    segs = np.column_stack([o[:, 0] - 0.5, o[:, 1] + q, o[:, 0] + T - 0.5, o[:, 1] + q])
+    segs = g.query_lines(min(max(query, 0), T - 1))
     img, line, labels = frame.layers
     return replace(frame, layers=(img, replace(line, array=segs), labels))
 
