@@ -135,8 +135,8 @@ class LeakDetectorView(LiveView):
     def figures(self) -> list:
         return [self.map_plot.state, self.sweep_plot.state]
 
-    def loading_targets(self) -> list:
-        return [self.results]
+    def busy_badge(self) -> bool:
+        return True
 
     def show(self, changed: set[str]) -> str:
         """New result: patch the figures in place if only the relation changed, else draw anew."""
@@ -180,7 +180,7 @@ class LeakDetectorView(LiveView):
     def _assemble(self) -> pn.viewable.Viewable:
         sidebar = pn.Column(
             pn.pane.Markdown("#### Model and relation", margin=(0, 10)),
-            *self.widgets, self.description, self.state_pane, width=310,
+            *self.widgets, self.description, self.state_pane, self.busy_pane, width=310,
             css_classes=["ap-leak-sidebar"],
         )
         border = dict(SECTION_STYLES)
