@@ -52,7 +52,9 @@ element, and playwright locators see through the open shadow roots):
                             ``.ap-head-heatmap`` / ``.ap-head-<h>``.)
 ``.ap-query-plot``          heads x keys for the selected query; title "Query i ..."; a click in
                             a row selects the head of the step-by-step view
-``.ap-single-token``        the five step-by-step panels
+``.ap-single-token``        the step-by-step view: ``.ap-steps`` (steps 1-4 for the selected query and
+                            head as four bands over one key axis; hover: step, key, value) and
+                            ``.ap-step-output`` (step 5, the output over the head's dimensions)
 ``.ap-mask``                the keep-mask image
 ``.ap-verdict-pane``        holds ``.ap-badge`` with ``data-verdict="PASS"`` or ``"FAIL"``
                             (text PASS / FAIL; also ``.ap-pass`` / ``.ap-fail``)
