@@ -463,10 +463,14 @@ def test_the_app_has_a_leak_detector_tab_built_only_when_shown(monkeypatch):
         built.append(ld)
         original(self, ld)
 
+    import dashboard.leaks.state as leak_state
+
+    checks = []
     monkeypatch.setattr(leak_view.LeakDetectorView, "__init__", counting)
+    monkeypatch.setattr(leak_state, "check_entry", lambda *a, **k: checks.append(a) or check_entry(*a, **k))
     component = dict(TABS)["Leak detector"]()
-    assert built == []                                     # a session that never opens the tab
+    assert built == [] and checks == []       # a session that never opens the tab: no view, no check
     with rendered(component) as page:
-        assert len(built) == 1
+        assert len(built) == 1 and len(checks) == 1
         assert models_with_class(page.doc, "ap-leak-detector")
         assert models_with_class(page.doc, "ap-leak-map")
