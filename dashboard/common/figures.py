@@ -29,8 +29,15 @@ __all__ = ["LivePlot", "layer_source_data", "render"]
 
 
 def render(element):
-    """The HoloViews (Bokeh) plot of ``element``, from a renderer of its own; ``.state`` is the figure."""
-    return BokehRenderer.instance().get_plot(element)
+    """The HoloViews (Bokeh) plot of ``element``, from a renderer of its own; ``.state`` is the figure.
+
+    Drawn on a plain 2-D canvas, not WebGL (HoloViews' default): these figures hold a few glyphs
+    (an image, some bars and lines), where WebGL only adds work. Every repaint of a WebGL figure
+    also copies its GL canvas into the 2-D one (``blit_webgl``), and each figure compiles its
+    shaders when first shown; in chromium without a GPU (software GL) that was about a tenth of
+    a page's first render and of every repaint.
+    """
+    return BokehRenderer.instance(webgl=False).get_plot(element)
 
 
 def layer_source_data(layer: Layer, columns) -> dict | None:

@@ -52,7 +52,7 @@ import panel as pn
 from ..common.figures import LivePlot
 from ..common.frames import with_marker
 from ..common.lazy import BuiltWhenShown
-from ..common.live import LiveView
+from ..common.live import LiveHTML, LiveView
 from ..common.panes import caveat, clamp_index, figure_pane, markdown, widgets_from_spec
 from ..common.style import SECTION_STYLES
 from . import plots
@@ -128,12 +128,12 @@ class ModelHeadsView(LiveView):
         self.overview.figure.on_event("tap", self._on_tap_overview)
         self.main_plot = LivePlot(self._main_frame())
         self.main_plot.figure.on_event("tap", self._on_tap_main)
-        self.reading = pn.pane.HTML(plots.reading_html(th), css_classes=["ap-th-reading"],
+        self.reading = LiveHTML(plots.reading_html(th), css_classes=["ap-th-reading"],
                                     stylesheets=[CSS], width=330)
-        self.table = pn.pane.HTML(self._table_html(), css_classes=["ap-th-metrics"], stylesheets=[CSS])
-        self.summary = pn.pane.HTML(plots.summary_html(th), css_classes=["ap-th-summary"],
+        self.table = LiveHTML(self._table_html(), css_classes=["ap-th-metrics"], stylesheets=[CSS])
+        self.summary = LiveHTML(plots.summary_html(th), css_classes=["ap-th-summary"],
                                     stylesheets=[CSS], sizing_mode="stretch_width")
-        self.message = pn.pane.HTML(plots.message_html(th), css_classes=["ap-th-message"],
+        self.message = LiveHTML(plots.message_html(th), css_classes=["ap-th-message"],
                                     stylesheets=[CSS], sizing_mode="stretch_width")
         self.notes = {key: _md(key, std=RANDOM_STD) for key in ("random", "minilm", "served")}
         self.random_note = self.notes["random"]

@@ -32,8 +32,8 @@ from attention.zoo import mask_gallery
 
 from ..common.lazy import BuiltWhenShown
 from ..common.figures import render
-from ..common.live import LiveView
-from ..common.panes import figure_pane, markdown, widgets_from_spec, wrap_row
+from ..common.live import LiveHTML, LiveView
+from ..common.panes import figure_pane, markdown, prompt, widgets_from_spec, wrap_row
 from ..common.style import CSS as BADGE_CSS
 from ..common.style import SECTION_STYLES
 from . import plots
@@ -88,19 +88,19 @@ class LeakDetectorView(LiveView):
         self.ld = ld
         res = ld.result
         self._local = threading.local()
-        self.model_select = pn.widgets.Select(
+        self.model_select = prompt(pn.widgets.Select(
             label=ld.param.model.label, groups={"Buggy: must FAIL": BUGGY, "Correct: must PASS": CORRECT,
                                                 **({"Served (--hf)": ld.served} if ld.served else {})},
             value=ld.model, description=" ".join(ld.param.model.doc.split()),
-            css_classes=["ap-leak-model"], sizing_mode="stretch_width")
+            css_classes=["ap-leak-model"], sizing_mode="stretch_width"))
         self.model_select.param.watch(self._on_model_widget, "value")
         ld.param.watch(self._on_model_param, "model")
         self.widgets = [self.model_select, *widgets_from_spec(ld, WIDGETS).values()]
-        self.description = pn.pane.HTML(plots.description_html(res), css_classes=["ap-leak-description"],
+        self.description = LiveHTML(plots.description_html(res), css_classes=["ap-leak-description"],
                                         stylesheets=[CSS], sizing_mode="stretch_width")
-        self.verdict = pn.pane.HTML(plots.verdict_html(res.report), css_classes=["ap-leak-verdict"],
+        self.verdict = LiveHTML(plots.verdict_html(res.report), css_classes=["ap-leak-verdict"],
                                     stylesheets=[BADGE_CSS])
-        self.first = pn.pane.HTML(plots.first_leak_html(res.report), css_classes=["ap-leak-first"],
+        self.first = LiveHTML(plots.first_leak_html(res.report), css_classes=["ap-leak-first"],
                                   stylesheets=[CSS], sizing_mode="stretch_width")
         self._shown = res
         self.map_plot = _draw(plots.dependency_heatmap(res.report), "ap-leak-map")
