@@ -48,7 +48,7 @@ from ..common.style import (
     VIOLATION_COLOR,
     verdict_badge_html,
 )
-from .state import PlaygroundResult, SingleTokenSteps
+from .state import PlaygroundResult, SingleTokenSteps, mosaic_factor
 
 __all__ = [
     "HEADS_PER_ROW",
@@ -88,8 +88,12 @@ def head_frame(result: PlaygroundResult, head: int, query: int | None = None) ->
     H, T = result.num_heads, result.seq_len
     if not 0 <= head < H:
         raise ValueError(f"expected head in 0..{H - 1} but found head={head}")
-    f = pool_factor(T, H)
-    A = pooled(result.weights[head].numpy(), f)
+    if result.weights is not None:
+        f = pool_factor(T, H)
+        A = pooled(result.weights[head].numpy(), f)
+    else:                                   # a long context: the maps pooled on the device
+        f = result.maps.factor
+        A = result.maps.maps[head].numpy()
     ticks = token_ticks(result.tokens)
     layers = (map_layer(A, f, ["key", "query"], hv.Dimension("weight", range=(0, 1)), CMAP),)
     frame = Frame(
@@ -116,8 +120,8 @@ class HeadGrid:
     Heads sit ``HEADS_PER_ROW`` to a row, head ``h`` in column ``h % HEADS_PER_ROW`` and row
     ``h // HEADS_PER_ROW``, in data units of key / query *positions*: head ``h``'s key ``k`` and
     query ``q`` are drawn at ``x = origin(h)[0] + k``, ``y = origin(h)[1] + q`` (y grows down).
-    Maps are max-pooled over ``f x f`` blocks when all of them together exceed ``MAX_PIXELS``; a
-    cell then spans ``ceil(T / f) * f`` positions and the gap is a whole number of blocks, so that
+    Maps are max-pooled over ``f x f`` blocks (``state.mosaic_factor``: once all of them together
+    exceed ``MAX_PIXELS``, pooled to half that); a cell then spans ``ceil(T / f) * f`` positions and the gap is a whole number of blocks, so that
     one image of the whole mosaic has square pixels. The figure's size in px depends on the number
     of rows only: a heads step inside a row of maps changes data, never the page's layout.
     """
@@ -128,7 +132,7 @@ class HeadGrid:
 
     @classmethod
     def of(cls, T: int, H: int) -> "HeadGrid":
-        return cls(T, H, pool_factor(T, H))
+        return cls(T, H, mosaic_factor(T, H))
 
     @property
     def ncols(self) -> int:
@@ -213,10 +217,10 @@ def heads_frame(result: PlaygroundResult, query: int) -> Frame:
     H, T = result.num_heads, result.seq_len
     g = HeadGrid.of(T, H)
     f = g.f
-    W = result.weights.detach().float()
-    if f > 1:     # max over f x f blocks, all heads at once (numpy's strided max took 30 ms a head)
-        W = torch.nn.functional.max_pool2d(W[None], kernel_size=f, stride=f, ceil_mode=True)[0]
-    W = W.numpy()
+    if result.maps.factor != f:
+        raise ValueError(f"expected the result's maps pooled by the mosaic's factor {f} but found "
+                         f"factor {result.maps.factor}")
+    W = result.maps.maps.numpy()           # (H, ceil(T/f), ceil(T/f)): pooled where computed
     maps = tuple(np.ascontiguousarray(W[h]) for h in range(H))     # one image per head, no gaps sent
     boxes = tuple((x - 0.5, y - 0.5, x + g.cell - 0.5, y + g.cell - 0.5)
                   for x, y in (g.origin(h) for h in range(H)))
@@ -299,7 +303,7 @@ def query_frame(result: PlaygroundResult, query: int) -> Frame:
     """Heads x keys for one query: row ``h`` is how query ``query`` spreads its weight in head ``h``."""
     H, T = result.num_heads, result.seq_len
     query = min(max(query, 0), T - 1)
-    A = result.weights[:, query, :].numpy()                              # (H, T)
+    A = result.row(query).numpy()                                        # (H, T), exact
     return Frame(
         layers=(map_layer(A, 1, ["key", "head"], hv.Dimension("weight", range=(0, 1)), CMAP),),
         title=f"Query {token_label(result.tokens, query)}: weight on each key, per head",
@@ -375,7 +379,7 @@ def mask_frame(result: PlaygroundResult, *, size: int = 180) -> Frame:
     """The keep-mask that was applied: blue = may attend, grey = blocked."""
     T = result.seq_len
     f = pool_factor(T, 1, MAX_PIXELS // 4)
-    A = pooled(result.mask.numpy().astype(np.float32), f)
+    A = result.keep_pooled(f)                                            # never the (T, T) mask
     ticks = token_ticks(result.tokens)
     return Frame(
         layers=(map_layer(A, f, ["key", "query"], "keep", [BLOCKED_COLOR, KEEP_COLOR]),),

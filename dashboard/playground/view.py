@@ -42,7 +42,7 @@ from ..common.panes import (
 from ..common.style import CSS, SECTION_STYLES
 from . import plots
 from .export import export_html
-from .state import MAX_SEQ_LEN, PlaygroundResult, PlaygroundState, single_token_steps, words_of
+from .state import PlaygroundResult, PlaygroundState, single_token_steps, words_of
 from .text import TEXT
 
 __all__ = ["AttentionPlayground", "PlaygroundView", "WIDGETS"]
@@ -171,7 +171,7 @@ class PlaygroundView(LiveView):
         r, query, view_head = self.pg.result, self.pg.query, self.pg.view_head
         q, head = min(query, r.seq_len - 1), min(view_head, r.num_heads - 1)
         last = self._last
-        new_weights = r.weights is not last.weights
+        new_weights = r.maps is not last.maps            # a new core computation
         if new_weights:
             self._heads_frame = plots.heads_frame(r, q)
         elif q != self._q:
@@ -204,8 +204,8 @@ class PlaygroundView(LiveView):
 
     def _on_text(self, event) -> None:
         n = len(words_of(event.new))
-        self.notify(f"Your text has {n} words: the first {MAX_SEQ_LEN} are used."
-                    if n > MAX_SEQ_LEN else "")
+        limit = self.pg.seq_len_limit
+        self.notify(f"Your text has {n} words: the first {limit} are used." if n > limit else "")
 
     def _on_tap_query(self, event) -> None:
         """A click on a head's map selects the query of that row."""
