@@ -146,8 +146,10 @@ class LivePlot:
         fig = self.figure
         if fig.title is not None and fig.title.text != frame.title:
             fig.title.text = frame.title
-        self._set_range(fig.x_range, frame.xlim, False)
-        self._set_range(fig.y_range, frame.ylim, frame.invert_yaxis)
+        if (frame.xlim, frame.ylim, frame.invert_yaxis) != (self.frame.xlim, self.frame.ylim,
+                                                             self.frame.invert_yaxis):
+            self._set_range(fig.x_range, frame.xlim, False)     # unchanged limits keep the
+            self._set_range(fig.y_range, frame.ylim, frame.invert_yaxis)   # user's zoom
         self._set_ticks(fig.xaxis, frame.xticks, frame.xrotation)
         self._set_ticks(fig.yaxis, frame.yticks, None)
         height = frame.opts.get("frame_height")

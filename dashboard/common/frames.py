@@ -58,7 +58,8 @@ class Layer:
     = (l, b, r, t)), ``"segments"`` (``array`` of rows ``x0, y0, x1, y1``), ``"labels"``
     (``array`` of rows ``x, y`` and ``texts``) or ``"images"`` (several maps in one glyph:
     ``arrays``, one ``(l, b, r, t)`` per map in ``boxes``; drawn like ``"image"``). ``style`` holds HoloViews options that
-    never change (colours, dimension names) and is used only when the figure is first drawn.
+    never change (colours, dimension names) and is used only when the figure is first drawn;
+    ``no_hover=True`` there gives the layer no hover tooltip.
     """
 
     kind: str
@@ -144,6 +145,7 @@ def hover_formatters(labels: tuple[str, ...], ylabels: tuple[str, ...] | None = 
 def _layer_element(layer: Layer) -> hv.Element:
     st = dict(layer.style)
     kdims, vdims = st.pop("kdims", None), st.pop("vdims", None)
+    st.pop("no_hover", None)
     if layer.kind in ("image", "images"):
         # hv.Image wants the top row first: flip so that y = row index (0 at the bottom of the data).
         # "images": HoloViews draws the first map; LivePlot then fills the glyph's source with all.
@@ -192,7 +194,8 @@ def to_element(frame: Frame) -> hv.Element | hv.Overlay:
         hover["hover_formatters"] = hover_formatters(frame.hover_labels, frame.hover_ylabels, frame.hover_raw,
                                                      frame.hover_args)
     layers = [_layer_element(layer) for layer in frame.layers]
-    layers = [el.opts(default_tools=[], **(hover if layer.kind in ("image", "images", "bars") else {}))
+    layers = [el.opts(default_tools=[], **(hover if layer.kind in ("image", "images", "bars")
+                                           and not layer.style.get("no_hover") else {}))
               for el, layer in zip(layers, frame.layers)]
     if len(layers) == 1:
         return layers[0].opts(**figure_opts)

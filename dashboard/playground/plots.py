@@ -54,6 +54,12 @@ __all__ = [
     "HEADS_PER_ROW",
     "HEAD_SIZE",
     "HeadGrid",
+    "REFINE_PIXELS",
+    "Refined",
+    "exact_hover",
+    "refine_zoom",
+    "with_refined",
+    "zoom_tools",
     "heads_frame",
     "heads_with_query",
     "colorbar_strip",
@@ -204,12 +210,155 @@ class HeadGrid:
         """What tests read to find a head's cell: ``ap-heads:H=4 T=16 stride=19 ncols=4``."""
         return f"ap-heads:H={self.H} T={self.T} stride={self.stride} ncols={self.ncols}"
 
+    def visible(self, x0: float, x1: float, y0: float, y1: float
+                ) -> list[tuple[int, tuple[int, int], tuple[int, int]]]:
+        """The part of each map inside the data window ``x0..x1`` x ``y0..y1`` (either order):
+        ``[(head, (q0, q1), (k0, k1)), ...]`` with ``q1``/``k1`` exclusive; maps outside are left out.
+
+        A cell counts as visible when its centre is inside the window or the window lies inside it.
+        """
+        vals = [float(v) for v in (x0, x1, y0, y1)]
+        if not all(math.isfinite(v) for v in vals):
+            raise ValueError(f"expected a finite window but found x0, x1, y0, y1 = {tuple(vals)}")
+        xa, xb = sorted(vals[:2])
+        ya, yb = sorted(vals[2:])
+        out = []
+        for h in range(self.H):
+            ox, oy = self.origin(h)
+            k0, k1 = max(0, math.ceil(xa - ox - 0.5)), min(self.T, math.floor(xb - ox + 0.5) + 1)
+            q0, q1 = max(0, math.ceil(ya - oy - 0.5)), min(self.T, math.floor(yb - oy + 0.5) + 1)
+            if k1 - k0 < 1 and 0 <= xa - ox + 0.5 <= self.T:      # narrower than a cell
+                k0 = max(0, min(self.T - 1, math.floor(xa - ox + 0.5)))
+                k1 = k0 + 1
+            if q1 - q0 < 1 and 0 <= ya - oy + 0.5 <= self.T:
+                q0 = max(0, min(self.T - 1, math.floor(ya - oy + 0.5)))
+                q1 = q0 + 1
+            if k1 > k0 and q1 > q0:
+                out.append((h, (q0, q1), (k0, k1)))
+        return out
+
+
+REFINE_PIXELS = 2**18         # pixels of all refined windows of one zoom together (1 MB of float32)
+
+
+@dataclass(frozen=True)
+class Refined:
+    """What a zoom into the heads mosaic shows at a finer resolution than the overview.
+
+    Attributes:
+        heads: the heads refined; ``factors``: each one's positions per pixel side (1 = exact);
+        windows: each one's ``((q0, q1), (k0, k1))``; ``layer``: the ``"images"`` layer drawn over
+        the pooled overview (empty when the zoom shows nothing finer than the overview).
+    """
+
+    heads: tuple[int, ...]
+    factors: tuple[int, ...]
+    windows: tuple[tuple[tuple[int, int], tuple[int, int]], ...]
+    layer: Layer
+
+    @property
+    def finest(self) -> int | None:
+        """The smallest factor shown, None when nothing is refined."""
+        return min(self.factors) if self.factors else None
+
+
+def _refined_style() -> dict:
+    return dict(kdims=["key", "query"], vdims=[hv.Dimension("weight", range=(0, 1))], cmap=CMAP,
+                clim=(0, 1), no_hover=True)
+
+
+def refine_zoom(result: PlaygroundResult, window: tuple[float, float, float, float] | None,
+                pixels: int = REFINE_PIXELS) -> Refined:
+    """The maps inside the heads figure's visible ``window`` (``x0, x1, y0, y1`` in data units),
+    recomputed (``result.window``: exact weights, pooled only to fit ``pixels`` in all).
+
+    Each visible map gets ``pixels / n_visible`` pixels; a map whose visible part would not come
+    out finer than the overview keeps the overview (reset / zoomed out: nothing is computed).
+    """
+    if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
+        raise ValueError(f"expected pixels to be an int >= 1 but found pixels={pixels!r}")
+    g = HeadGrid.of(result.seq_len, result.num_heads)
+    empty = Refined((), (), (), Layer("images", arrays=(), boxes=(), style=_refined_style()))
+    if window is None or g.f == 1:
+        return empty
+    parts = g.visible(*window)
+    if not parts:
+        return empty
+    side = max(1, math.isqrt(pixels // len(parts)))
+    heads, factors, windows, arrays, boxes = [], [], [], [], []
+    for h, qr, kr in parts:
+        f = math.ceil(max(qr[1] - qr[0], kr[1] - kr[0]) / side)
+        if f >= g.f:
+            continue                                  # the overview is as fine: nothing to add
+        pm = result.window(h, qr, kr, pixels=side)   # (1, R, C), exact rows over all keys
+        ox, oy = g.origin(h)
+        left, bottom, right, top = pm.image_bounds
+        heads.append(h)
+        factors.append(pm.factor)
+        windows.append((qr, kr))
+        arrays.append(np.ascontiguousarray(pm.maps[0].numpy()))
+        boxes.append((ox + left, oy + bottom, ox + right, oy + top))
+    layer = Layer("images", arrays=tuple(arrays), boxes=tuple(boxes), style=_refined_style())
+    return Refined(tuple(heads), tuple(factors), tuple(windows), layer)
+
+
+def with_refined(frame: Frame, result: PlaygroundResult, refined: Refined) -> Frame:
+    """``heads_frame``'s frame showing ``refined`` over the overview (the overview's image is the
+    same object: a live figure resends only the refined windows), the title naming the finest
+    resolution shown."""
+    img, _, line, labels = frame.layers
+    return replace(frame, layers=(img, refined.layer, line, labels),
+                   title=_heads_title(result, refined.finest))
+
+
+def _heads_title(result: PlaygroundResult, zoom_factor: int | None = None) -> str:
+    H = result.num_heads
+    f = HeadGrid.of(result.seq_len, H).f
+    title = f"{H} head{'s' if H != 1 else ''} · query on y, key on x"
+    if f > 1:
+        title += f" · pooled: each pixel the max of {f}×{f}"
+    if zoom_factor is not None:
+        title += (" · zoom: exact weights" if zoom_factor == 1
+                  else f" · zoom: max of {zoom_factor}×{zoom_factor}")
+    return title
+
+
+EXACT_HOVER_JS = """
+const d = exact.data;
+if (d.x.length && d.x[0] === Math.round(special_vars.x) && d.y[0] === Math.round(special_vars.y))
+  return d.text[0];
+return "…";
+"""
+
+
+def exact_hover(figure, source) -> None:
+    """Let the heads figure's tooltip line ``$sx{exact}`` show the exact weight the server put in
+    ``source`` (``x``, ``y``: the cell in mosaic coordinates, ``text``: the weight) for the cell
+    under the cursor ("…" until it arrives)."""
+    from bokeh.models import CustomJSHover, HoverTool
+    fmt = CustomJSHover(args=dict(exact=source), code=EXACT_HOVER_JS)
+    for tool in figure.select(type=HoverTool):
+        tool.formatters = {**(tool.formatters or {}), "$sx": fmt}
+
+
+def zoom_tools(figure) -> None:
+    """Box zoom, wheel zoom (active on scroll), pan and reset on the heads figure, in a toolbar that
+    shows on hover (it overlays the figure: showing it lays nothing out again)."""
+    from bokeh.models import BoxZoomTool, PanTool, ResetTool, WheelZoomTool
+    wheel = WheelZoomTool()
+    figure.add_tools(BoxZoomTool(), wheel, PanTool(), ResetTool())
+    figure.toolbar.active_scroll = wheel
+    figure.toolbar.autohide = True
+
 
 def heads_frame(result: PlaygroundResult, query: int) -> Frame:
     """Every head's ``T x T`` map in one figure (``HeadGrid``), each with the selected-query line.
 
     The maps are the rows of one image glyph (one image per head at its place, so the gaps and
-    empty cells cost no bytes); a heads step changes the number of rows.
+    empty cells cost no bytes); a heads step changes the number of rows. They come pooled from the
+    result (``result.maps``, ``mosaic_factor``); a second image glyph, empty here, holds the
+    windows a zoom recomputes finer (``refine_zoom`` / ``with_refined``). When pooled, the tooltip
+    shows the cell's exact weight as the server computes it (``exact_hover``) next to the pixel's max.
 
     One figure instead of one per head: in the browser each figure costs a repaint and each
     figure shown or hidden lays the whole page out again, so a heads step used to cost 2 s.
@@ -245,6 +394,7 @@ def heads_frame(result: PlaygroundResult, query: int) -> Frame:
         Layer("images", arrays=maps, boxes=boxes,
               style=dict(kdims=["key", "query"], vdims=[hv.Dimension("weight", range=(0, 1))],
                          cmap=CMAP, clim=(0, 1))),
+        Layer("images", arrays=(), boxes=(), style=_refined_style()),    # zoom windows (``refine_zoom``)
         Layer("segments", array=segs,
               style=dict(color=ACCENT, line_width=1.5, line_dash="dashed", alpha=0.9)),
         Layer("labels", array=label_xy, texts=tuple(f"head {h}" for h in range(H)),
@@ -253,12 +403,12 @@ def heads_frame(result: PlaygroundResult, query: int) -> Frame:
     )
     return Frame(
         layers=layers,
-        title=(f"{H} head{'s' if H != 1 else ''} · query on y, key on x"
-               + (f" · each pixel the max of {f}×{f}" if f > 1 else "")),
+        title=_heads_title(result),
         xlim=(-0.5, g.width - 0.5), ylim=(-0.5 - g.gap, g.height - 0.5), xticks=xticks, yticks=yticks,
         xrotation=tick_rotation(result.tokens), invert_yaxis=True,
         tooltips=[("head", "$x{head}"), ("query", "$y{custom}"), ("key", "$x{custom}"),
-                  ("max weight" if f > 1 else "weight", "@image{0.000}")],
+                  *([("weight", "@image{0.000}")] if f == 1 else
+                    [("weight (exact)", "$sx{exact}"), (f"max of {f}×{f}", "@image{0.000}")])],
         hover_labels=tuple(xlabels), hover_ylabels=tuple(ylabels), hover_raw=True,
         hover_args=dict(col=g.axis_lookup(g.width), row=g.axis_lookup(g.height), ncols=g.ncols,
                         nheads=H),
@@ -272,8 +422,8 @@ def heads_with_query(frame: Frame, result: PlaygroundResult, query: int) -> Fram
     object, so a live figure resends only the lines)."""
     T, g = result.seq_len, HeadGrid.of(result.seq_len, result.num_heads)
     segs = g.query_lines(min(max(query, 0), T - 1))
-    img, line, labels = frame.layers
-    return replace(frame, layers=(img, replace(line, array=segs), labels))
+    img, refined, line, labels = frame.layers
+    return replace(frame, layers=(img, refined, replace(line, array=segs), labels))
 
 
 def head_heatmap(result: PlaygroundResult, head: int, query: int | None = None) -> hv.Element:

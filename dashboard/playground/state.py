@@ -570,7 +570,10 @@ class PlaygroundState(Recomputing):
                           for proj in (model.q_proj, model.k_proj, model.v_proj))   # 3 x (H, T, D)
             maps = pooled_attention_maps(qd, kd, mask="causal" if causal else None,
                                          pixels=math.ceil(T / f))
-            output = model(xd, is_causal=causal, need_weights=False)[0].cpu()     # (T, E)
+            # what model(xd, is_causal=causal, need_weights=False) computes, from these q, k, v
+            ctx = torch.nn.functional.scaled_dot_product_attention(
+                qd[None], kd[None], vd[None], is_causal=causal)[0]              # (H, T, D)
+            output = model.out_proj(ctx.transpose(0, 1).reshape(T, E)).cpu()    # (T, E)
         return dict(tokens=tokens, x=x, q=qd.cpu(), k=kd.cpu(), v=vd.cpu(), weights=None,
                     output=output, mask=None, causal=causal,
                     max_future_weight=maps.max_future_weight, maps=maps, device=device)
