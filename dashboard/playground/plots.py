@@ -215,7 +215,7 @@ class HeadGrid:
         """The part of each map inside the data window ``x0..x1`` x ``y0..y1`` (either order):
         ``[(head, (q0, q1), (k0, k1)), ...]`` with ``q1``/``k1`` exclusive; maps outside are left out.
 
-        A cell counts as visible when its centre is inside the window or the window lies inside it.
+        A cell counts when any part of it is inside the window (the refined image covers the view).
         """
         vals = [float(v) for v in (x0, x1, y0, y1)]
         if not all(math.isfinite(v) for v in vals):
@@ -225,14 +225,9 @@ class HeadGrid:
         out = []
         for h in range(self.H):
             ox, oy = self.origin(h)
-            k0, k1 = max(0, math.ceil(xa - ox - 0.5)), min(self.T, math.floor(xb - ox + 0.5) + 1)
-            q0, q1 = max(0, math.ceil(ya - oy - 0.5)), min(self.T, math.floor(yb - oy + 0.5) + 1)
-            if k1 - k0 < 1 and 0 <= xa - ox + 0.5 <= self.T:      # narrower than a cell
-                k0 = max(0, min(self.T - 1, math.floor(xa - ox + 0.5)))
-                k1 = k0 + 1
-            if q1 - q0 < 1 and 0 <= ya - oy + 0.5 <= self.T:
-                q0 = max(0, min(self.T - 1, math.floor(ya - oy + 0.5)))
-                q1 = q0 + 1
+            # cell k spans k - 0.5 .. k + 0.5: those overlapping the window, even in part
+            k0, k1 = max(0, math.floor(xa - ox - 0.5) + 1), min(self.T, math.ceil(xb - ox + 0.5))
+            q0, q1 = max(0, math.floor(ya - oy - 0.5) + 1), min(self.T, math.ceil(yb - oy + 0.5))
             if k1 > k0 and q1 > q0:
                 out.append((h, (q0, q1), (k0, k1)))
         return out

@@ -538,16 +538,12 @@ class PlaygroundState(Recomputing):
         device = self._core_key[6] if self._core_key else "cpu"
         return self._get_model(self.num_heads, self.head_dim, self.seed, device)
 
-    full_weights_cells = FULL_WEIGHTS_CELLS
-    """``T * T * H`` up to which the result holds the full weights (a class attribute: a subclass
-    with 0 takes the long-context path at any size, as tests do)."""
-
     def _compute_core(self, tokens, H, D, causal, seed, position_scale, device) -> dict:
         T, E = len(tokens), H * D
         model = self._get_model(H, D, seed, device)
         x = embed_tokens(tokens, E, position_scale)                          # (T, E) on the CPU
         f = mosaic_factor(T, H)
-        if T * T * H <= self.full_weights_cells:
+        if T * T * H <= FULL_WEIGHTS_CELLS:      # read here: tests lower it to take the long path
             keep = make_causal_mask(T, dtype=torch.bool) if causal else torch.ones(T, T, dtype=torch.bool)
             xd = x.to(device)
             with torch.no_grad():

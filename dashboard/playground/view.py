@@ -281,7 +281,7 @@ class PlaygroundView(LiveView):
 
     def _download_html(self) -> BytesIO:
         buf = BytesIO()
-        export_html(self.pg, buf)
+        export_html(self.pg, buf, pooled=None)           # pooled above the full export's limit
         buf.seek(0)
         return buf
 
