@@ -89,7 +89,8 @@ class Frame:
     are used for ``$y`` instead; with ``hover_raw`` the label is shown alone (it names the position
     itself). ``hover_args`` are more arguments of those formatters (``HOVER_LABEL_JS``: ``col``,
     ``row``, ``ncols``, ``nheads`` let ``$x{head}`` name the map under the cursor in a mosaic of
-    maps). ``opts`` are fixed figure options (size, tools, fonts) for the first drawing.
+    maps; or, without lookup lists, ``stride``, ``T``, ``ncols``, ``nheads``: maps of ``T``
+    positions every ``stride``, the labels then being one map's ``T``, shared by all). ``opts`` are fixed figure options (size, tools, fonts) for the first drawing.
     """
 
     layers: tuple[Layer, ...]
@@ -112,21 +113,30 @@ class Frame:
 # ``{head}`` (a mosaic of maps, ``Frame.hover_args``): the map under the cursor, from its column
 # (``col[x]``) and row (``row[y]``) in the mosaic; "" in the gaps between maps.
 _HOVER_HEAD_JS = """
+if (format === "head" && stride > 0) {
+  const X = Math.round(special_vars.x), Y = Math.round(special_vars.y);
+  const c = Math.floor(X / stride), r = Math.floor(Y / stride);
+  if (c < 0 || r < 0 || c >= ncols || X - c * stride >= T || Y - r * stride >= T
+      || r * ncols + c >= nheads) return "";
+  return String(r * ncols + c);
+}
 if (format === "head") {
   const c = col[Math.round(special_vars.x)], r = row[Math.round(special_vars.y)];
   if (c === undefined || r === undefined || c < 0 || r < 0 || r * ncols + c >= nheads) return "";
   return String(r * ncols + c);
 }
 """
-HOVER_LABEL_JS = _HOVER_HEAD_JS + """
-const i = Math.round(value);
+_MOSAIC_JS = """
+let i = Math.round(value);
+if (stride > 0) { i -= Math.floor(i / stride) * stride; if (i >= T) i = -1; }
+"""
+HOVER_LABEL_JS = _HOVER_HEAD_JS + _MOSAIC_JS + """
 return (i >= 0 && i < labels.length) ? i + " (" + labels[i] + ")" : String(i);
 """
-HOVER_RAW_LABEL_JS = _HOVER_HEAD_JS + """
-const i = Math.round(value);
+HOVER_RAW_LABEL_JS = _HOVER_HEAD_JS + _MOSAIC_JS + """
 return (i >= 0 && i < labels.length) ? labels[i] : "";
 """
-_NO_HEADS = dict(col=[], row=[], ncols=1, nheads=0)
+_NO_HEADS = dict(col=[], row=[], ncols=1, nheads=0, stride=0, T=0)
 
 
 def hover_formatters(labels: tuple[str, ...], ylabels: tuple[str, ...] | None = None,

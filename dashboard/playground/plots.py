@@ -376,14 +376,7 @@ def heads_frame(result: PlaygroundResult, query: int) -> Frame:
     ticks = token_ticks(result.tokens)
     xticks = [(c * g.stride + p, lab) for c in cols for p, lab in ticks]
     yticks = [(r * g.stride + p, lab) for r in range(g.nrows) for p, lab in ticks]
-    stride = g.stride
-    tokens = [token_label(result.tokens, k) for k in range(T)]     # "k (name)": raw hover labels
-    xlabels = [""] * g.width
-    for c in cols:
-        xlabels[c * stride:c * stride + T] = tokens
-    ylabels = [""] * g.height
-    for r in range(g.nrows):
-        ylabels[r * stride:r * stride + T] = tokens
+    tokens = tuple(token_label(result.tokens, k) for k in range(T))  # "k (name)": raw hover labels
     fw, fh = g.frame_size()
     layers = (
         Layer("images", arrays=maps, boxes=boxes,
@@ -404,9 +397,10 @@ def heads_frame(result: PlaygroundResult, query: int) -> Frame:
         tooltips=[("head", "$x{head}"), ("query", "$y{custom}"), ("key", "$x{custom}"),
                   *([("weight", "@image{0.000}")] if f == 1 else
                     [("weight (exact)", "$sx{exact}"), (f"max of {f}×{f}", "@image{0.000}")])],
-        hover_labels=tuple(xlabels), hover_ylabels=tuple(ylabels), hover_raw=True,
-        hover_args=dict(col=g.axis_lookup(g.width), row=g.axis_lookup(g.height), ncols=g.ncols,
-                        nheads=H),
+        # one map's T labels and the mosaic's arithmetic (no lookup list as long as the mosaic:
+        # Bokeh walks every list item of a changed property, 0.2 s per heads step at T=1024)
+        hover_labels=tokens, hover_raw=True,
+        hover_args=dict(stride=g.stride, T=T, ncols=g.ncols, nheads=H),
         opts=dict(frame_width=fw, frame_height=fh, xlabel="key", ylabel="query",
                   fontsize={"title": "11pt", "xticks": "8pt", "yticks": "8pt"}),
     )
@@ -523,7 +517,7 @@ def single_token_bars(steps: SingleTokenSteps, tokens: tuple[str, ...]) -> hv.La
 def mask_frame(result: PlaygroundResult, *, size: int = 180) -> Frame:
     """The keep-mask that was applied: blue = may attend, grey = blocked."""
     T = result.seq_len
-    f = pool_factor(T, 1, MAX_PIXELS // 4)
+    f = pool_factor(T, 1, MAX_PIXELS // 16)          # 256 px a side for a 180 px figure
     A = result.keep_pooled(f)                                            # never the (T, T) mask
     ticks = token_ticks(result.tokens)
     return Frame(
