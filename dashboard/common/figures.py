@@ -51,12 +51,12 @@ def layer_source_data(layer: Layer, columns) -> dict | None:
                     dh=boxes[:, 3] - boxes[:, 1], image=list(layer.arrays))
     if layer.kind == "bars":
         v = layer.values
-        edges = np.arange(len(v) + 1, dtype=np.float64) - 0.5
+        edges = np.arange(len(v) + 1, dtype=np.float64) * layer.bin - 0.5
         data = dict(top=v, left=edges[:-1], right=edges[1:])
         kdim = dimension_sanitizer(str(layer.style.get("kdims", ["x"])[0]))
         for col in columns:
             if col not in data:
-                data[col] = edges[:-1] + 0.5 if col == kdim else v
+                data[col] = edges[:-1] + 0.5 if col == kdim else v     # a bin's first position
         return data
     if layer.kind == "text":
         return dict(x=np.array([layer.x]), y=np.array([layer.y]), text=np.array([layer.text]))

@@ -53,7 +53,8 @@ class Layer:
     """One drawn layer of a figure.
 
     ``kind`` is ``"image"`` (``array`` rows = y from 0 up, ``bounds`` = (l, b, r, t)), ``"bars"``
-    (``values`` on unit bins centred at 0..n-1), ``"hline"``/``"vline"`` (``pos``), ``"vspan"``
+    (``values`` on unit bins centred at 0..n-1; with ``bin = f`` each bar spans ``f`` positions,
+    bar ``i`` covering ``i*f .. i*f+f-1``), ``"hline"``/``"vline"`` (``pos``), ``"vspan"``
     (``lo``..``hi``), ``"text"`` (``x``, ``y``, ``text``), ``"rect"`` (one rectangle: ``bounds``
     = (l, b, r, t)), ``"segments"`` (``array`` of rows ``x0, y0, x1, y1``), ``"labels"``
     (``array`` of rows ``x, y`` and ``texts``) or ``"images"`` (several maps in one glyph:
@@ -75,6 +76,7 @@ class Layer:
     texts: tuple[str, ...] = ()
     arrays: tuple[np.ndarray, ...] = ()
     boxes: tuple[tuple[float, float, float, float], ...] = ()
+    bin: int = 1
     style: dict[str, Any] = field(default_factory=dict)
 
 
@@ -165,7 +167,7 @@ def _layer_element(layer: Layer) -> hv.Element:
         el = hv.Image(np.ascontiguousarray(array[::-1]), bounds=bounds,
                       kdims=kdims or ["x", "y"], vdims=vdims or ["z"])
     elif layer.kind == "bars":
-        edges = np.arange(len(layer.values) + 1) - 0.5
+        edges = np.arange(len(layer.values) + 1) * layer.bin - 0.5
         el = hv.Histogram((edges, layer.values), kdims=kdims or ["x"], vdims=vdims or ["y"])
     elif layer.kind == "hline":
         el = hv.HLine(layer.pos)

@@ -305,7 +305,7 @@ def _pooled_document(params: dict[str, Any]):
     heads = LivePlot(frame)
     query = LivePlot(plots.query_frame(r, pg.query))
     mask = LivePlot(plots.mask_frame(r))
-    inv = LivePlot(plots.invariance_frame(r))
+    inv = LivePlot(plots.invariance_frame(r, max_bars=plots.MAX_BARS))
     colorbar = render(plots.colorbar_strip()).state
     heads.figure.css_classes = ["ap-heads-map", "ap-pooled-map"]
     query.figure.css_classes = ["ap-query-plot"]

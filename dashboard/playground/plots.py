@@ -536,13 +536,15 @@ def mask_image(result: PlaygroundResult) -> hv.Image:
     return to_element(mask_frame(result))
 
 
-def invariance_frame(result: PlaygroundResult, *, width: int = 380) -> Frame:
+def invariance_frame(result: PlaygroundResult, *, width: int = 380,
+                     max_bars: int | None = None) -> Frame:
     """max |output difference| at every position after perturbing every token after ``L``.
 
     Positions ``0..L`` (shaded) must stay at 0 for a causal model: drawn green where they moved
     at most ``atol``, red (a violation) where they moved more. Positions after ``L`` (orange) are
     where the inputs changed, so their outputs normally move. The red layer comes last, so the
-    first five layers (shading, green, orange, L line, label) keep their places.
+    first five layers (shading, green, orange, L line, label) keep their places. ``max_bars``
+    (the live view: ``MAX_BARS``): above it one bar per ``f`` positions, their max.
     """
     inv = result.invariance
     L, T = inv.prefix, result.seq_len
@@ -551,25 +553,44 @@ def invariance_frame(result: PlaygroundResult, *, width: int = 380) -> Frame:
     violated = (idx <= L) & (d > inv.atol)
     top = float(max(d.max(initial=0.0), 1e-3)) * 1.15
     dims = dict(kdims=["position"], vdims=["diff"])
+    # More bars than pixels only cost the browser (each is rasterized on every repaint: 0.2 s at
+    # T=4096): above MAX_BARS, one bar per f positions, the max of them (the title says so).
+    f = 1 if max_bars is None else math.ceil(T / max_bars)
+
+    def bars(values: np.ndarray) -> np.ndarray:
+        return _max_bins(values.astype(np.float32), f)
+
     layers = (
         Layer("vspan", lo=-0.5, hi=L + 0.5, style=dict(color=SAME_COLOR, alpha=0.08)),
-        Layer("bars", values=np.where((idx <= L) & ~violated, d, 0.0).astype(np.float32),
+        Layer("bars", values=bars(np.where((idx <= L) & ~violated, d, 0.0)), bin=f,
               style=dict(color=SAME_COLOR, line_color=None, **dims)),
-        Layer("bars", values=np.where(idx > L, d, 0.0).astype(np.float32),
+        Layer("bars", values=bars(np.where(idx > L, d, 0.0)), bin=f,
               style=dict(color=CHANGED_COLOR, line_color=None, **dims)),
         Layer("vline", pos=L + 0.5, style=dict(color="#334155", line_dash="dashed", line_width=1.5)),
         Layer("text", x=L + 0.5, y=top * 0.93, text=f" L = {L}",
               style=dict(halign="left", text_font_size="9pt", text_color="#334155")),
-        Layer("bars", values=np.where(violated, d, 0.0).astype(np.float32),
+        Layer("bars", values=bars(np.where(violated, d, 0.0)), bin=f,
               style=dict(color=VIOLATION_COLOR, line_color=None, **dims)),
     )
     return Frame(
-        layers=layers, title="Output change per position (0..L must be 0)", xlim=(-0.5, T - 0.5),
+        layers=layers, title="Output change per position (0..L must be 0)"
+                             + (f" · each bar the max of {f}" if f > 1 else ""), xlim=(-0.5, T - 0.5),
         ylim=(0.0, top), xticks=token_ticks(result.tokens), xrotation=tick_rotation(result.tokens),
         tooltips=[("position", "@position"), ("max |Δ output|", "@top{0.00e0}")],
         opts=dict(frame_width=width, frame_height=180, xlabel="position", ylabel="max |Δ output|",
                   fontsize={"title": "10pt"}),
     )
+
+
+MAX_BARS = 512                # bars of a per-position chart before positions are binned (max)
+
+
+def _max_bins(values: np.ndarray, f: int) -> np.ndarray:
+    """``(ceil(n / f),)``: the max of every ``f`` values (``f = 1``: ``values``)."""
+    if f == 1:
+        return values
+    pad = -len(values) % f
+    return np.pad(values, (0, pad)).reshape(-1, f).max(axis=1)
 
 
 def invariance_chart(result: PlaygroundResult) -> hv.Overlay:

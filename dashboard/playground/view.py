@@ -154,7 +154,7 @@ class PlaygroundView(LiveView):
         self.mask_plot = LivePlot(plots.mask_frame(r))
         self._mask_key = (r.seq_len, r.causal, r.tokens)
         self.mask_pane = figure_pane(self.mask_plot.figure, "ap-mask")
-        self.invariance_plot = LivePlot(plots.invariance_frame(r))
+        self.invariance_plot = LivePlot(plots.invariance_frame(r, max_bars=plots.MAX_BARS))
         self.inv_pane = figure_pane(self.invariance_plot.figure, "ap-invariance-chart")
         self.verdict = LiveHTML(plots.verdict_html(r), css_classes=["ap-verdict-pane"],
                                     stylesheets=[CSS])
@@ -212,7 +212,7 @@ class PlaygroundView(LiveView):
             self._mask_key = (r.seq_len, r.causal, r.tokens)
             self.mask_plot.update(plots.mask_frame(r))
         if r is not last:
-            self.invariance_plot.update(plots.invariance_frame(r))
+            self.invariance_plot.update(plots.invariance_frame(r, max_bars=plots.MAX_BARS))
             self.verdict.object = plots.verdict_html(r)
             self.stats.object = plots.invariance_summary_html(r)
         self._last, self._q, self._head = r, q, head

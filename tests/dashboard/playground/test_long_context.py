@@ -91,7 +91,11 @@ def test_above_the_limit_no_full_map_is_held_and_every_view_still_works():
         steps = pg.single_token()
         torch.testing.assert_close(steps.weights, r.row(4095)[5], rtol=1e-5, atol=1e-7)
         pg.prefix = 4000
-        assert view.invariance_plot.frame.layers[1].values.shape == (4096,)
+        inv = view.invariance_plot.frame
+        assert inv.layers[1].values.shape == (512,) and "each bar the max of 8" in inv.title
+        d = pg.result.invariance.position_diff.numpy().astype(np.float32)
+        changed = np.where(np.arange(4096) > 4000, d, 0).reshape(-1, 8).max(1)   # bars of 8 positions
+        np.testing.assert_array_equal(inv.layers[2].values, changed)
         pg.causal = False
         assert 'data-verdict="FAIL"' in view.verdict.object
         assert view.mask_plot.figure.title.text.startswith("No mask")
