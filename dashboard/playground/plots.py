@@ -344,6 +344,9 @@ def zoom_tools(figure) -> None:
     figure.add_tools(BoxZoomTool(), wheel, PanTool(), ResetTool())
     figure.toolbar.active_scroll = wheel
     figure.toolbar.autohide = True
+    # BokehJS announces a wheel zoom (RangesUpdate) only once no wheel event came for
+    # ``lod_timeout`` ms (500 by default: half a second added to every refine)
+    figure.lod_timeout = 100
 
 
 def heads_frame(result: PlaygroundResult, query: int) -> Frame:
