@@ -52,7 +52,9 @@ element, and playwright locators see through the open shadow roots):
                             ``.ap-head-heatmap`` / ``.ap-head-<h>``.)
 ``.ap-query-plot``          heads x keys for the selected query; title "Query i ..."; a click in
                             a row selects the head of the step-by-step view
-``.ap-single-token``        the five step-by-step panels
+``.ap-single-token``        the step-by-step view: ``.ap-steps`` (steps 1-4 for the selected query and
+                            head as four bands over one key axis; hover: step, key, value) and
+                            ``.ap-step-output`` (step 5, the output over the head's dimensions)
 ``.ap-mask``                the keep-mask image
 ``.ap-verdict-pane``        holds ``.ap-badge`` with ``data-verdict="PASS"`` or ``"FAIL"``
                             (text PASS / FAIL; also ``.ap-pass`` / ``.ap-fail``)
@@ -75,6 +77,7 @@ from typing import Callable, Sequence
 import panel as pn
 import torch
 
+from dashboard.common.lazy import BuiltWhenShown
 from dashboard.common.panes import slider_taps
 from dashboard.heads import ModelHeads
 from dashboard.leaks import LeakDetector
@@ -109,11 +112,18 @@ def served(state):
     return state.__panel__()
 
 
+def when_shown(make_state):
+    """A tab whose *state* is made (and computes its first result) only when the tab is first
+    shown: a visitor who never opens it costs nothing (the Model heads and Leak detector states
+    computed 0.6 s and 1 s of CPU in every new session's page build before)."""
+    return BuiltWhenShown(lambda: served(make_state()))
+
+
 # (title, factory): each factory returns a fresh Panel component for one session.
 TABS: list[tuple[str, Callable[[], pn.viewable.Viewable]]] = [
     ("Playground", lambda: served(AttentionPlayground())),
-    ("Model heads", lambda: served(ModelHeads(served=SERVED_MODELS))),
-    ("Leak detector", lambda: served(LeakDetector(served=SERVED_MODELS))),
+    ("Model heads", lambda: when_shown(lambda: ModelHeads(served=SERVED_MODELS))),
+    ("Leak detector", lambda: when_shown(lambda: LeakDetector(served=SERVED_MODELS))),
 ]
 
 
@@ -129,8 +139,7 @@ def serve_app() -> pn.viewable.Viewable:
     ``slider_taps()`` lets fast clicks on a slider's track through (Bokeh's sliders drop a click
     that comes within 300 ms of the last one).
 
-    No template busy indicator: each tab shows its own (``common.live``: a floating badge, or
-    Panel's ``loading`` on the parts being recomputed).
+    No template busy indicator: each tab shows its own (``common.live``: a floating badge).
 
     Not ``FastListTemplate``: its design fetches a Google font, a network request (and a console
     error) on machines without internet. The Bootstrap template's resources are all served

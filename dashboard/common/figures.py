@@ -29,8 +29,15 @@ __all__ = ["LivePlot", "layer_source_data", "render"]
 
 
 def render(element):
-    """The HoloViews (Bokeh) plot of ``element``, from a renderer of its own; ``.state`` is the figure."""
-    return BokehRenderer.instance().get_plot(element)
+    """The HoloViews (Bokeh) plot of ``element``, from a renderer of its own; ``.state`` is the figure.
+
+    Drawn on a plain 2-D canvas, not WebGL (HoloViews' default): these figures hold a few glyphs
+    (an image, some bars and lines), where WebGL only adds work. Every repaint of a WebGL figure
+    also copies its GL canvas into the 2-D one (``blit_webgl``), and each figure compiles its
+    shaders when first shown; in chromium without a GPU (software GL) that was about a tenth of
+    a page's first render and of every repaint.
+    """
+    return BokehRenderer.instance(webgl=False).get_plot(element)
 
 
 def layer_source_data(layer: Layer, columns) -> dict | None:
@@ -69,6 +76,16 @@ def layer_source_data(layer: Layer, columns) -> dict | None:
     if layer.kind == "labels":
         a = np.asarray(layer.array, dtype=np.float64).reshape(-1, 2)
         return dict(x=a[:, 0], y=a[:, 1], Label=np.array(layer.texts, dtype=object))
+    if layer.kind == "quads":
+        a = np.asarray(layer.array, dtype=np.float64).reshape(-1, 4)
+        data = dict(left=a[:, 0], bottom=a[:, 1], right=a[:, 2], top=a[:, 3])
+        data.update(x0=data["left"], y0=data["bottom"], x1=data["right"], y1=data["top"])  # hover
+        for col in columns:
+            if col in layer.columns:
+                data[col] = np.asarray(layer.columns[col])
+            elif col.endswith("_color") and "color" in layer.columns:   # HoloViews' copy of a
+                data[col] = np.asarray(layer.columns["color"])           # color="color" mapping
+        return {col: data[col] for col in columns if col in data} if columns else data
     return None
 
 

@@ -57,10 +57,13 @@ class Layer:
     bar ``i`` covering ``i*f .. i*f+f-1``), ``"hline"``/``"vline"`` (``pos``), ``"vspan"``
     (``lo``..``hi``), ``"text"`` (``x``, ``y``, ``text``), ``"rect"`` (one rectangle: ``bounds``
     = (l, b, r, t)), ``"segments"`` (``array`` of rows ``x0, y0, x1, y1``), ``"labels"``
-    (``array`` of rows ``x, y`` and ``texts``) or ``"images"`` (several maps in one glyph:
-    ``arrays``, one ``(l, b, r, t)`` per map in ``boxes``; drawn like ``"image"``). ``style`` holds HoloViews options that
-    never change (colours, dimension names) and is used only when the figure is first drawn;
-    ``no_hover=True`` there gives the layer no hover tooltip.
+    (``array`` of rows ``x, y`` and ``texts``), ``"images"`` (several maps in one glyph:
+    ``arrays``, one ``(l, b, r, t)`` per map in ``boxes``; drawn like ``"image"``) or ``"quads"``
+    (rectangles: ``array`` of rows ``left, bottom, right, top``, and ``columns``: more named
+    columns of one value per rectangle, for the hover and for ``style`` mappings such as
+    ``color="color"``; bars of any height anywhere, several bar charts in one figure).
+    ``style`` holds HoloViews options that never change (colours, dimension names) and is used
+    only when the figure is first drawn; ``no_hover=True`` there gives the layer no hover tooltip.
     """
 
     kind: str
@@ -77,6 +80,7 @@ class Layer:
     arrays: tuple[np.ndarray, ...] = ()
     boxes: tuple[tuple[float, float, float, float], ...] = ()
     bin: int = 1
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
     style: dict[str, Any] = field(default_factory=dict)
 
 
@@ -92,7 +96,8 @@ class Frame:
     itself). ``hover_args`` are more arguments of those formatters (``HOVER_LABEL_JS``: ``col``,
     ``row``, ``ncols``, ``nheads`` let ``$x{head}`` name the map under the cursor in a mosaic of
     maps; or, without lookup lists, ``stride``, ``T``, ``ncols``, ``nheads``: maps of ``T``
-    positions every ``stride``, the labels then being one map's ``T``, shared by all). ``opts`` are fixed figure options (size, tools, fonts) for the first drawing.
+    positions every ``stride``, the labels then being one map's ``T``, shared by all). ``opts``
+    are fixed figure options (size, tools, fonts) for the first drawing.
     """
 
     layers: tuple[Layer, ...]
@@ -185,10 +190,19 @@ def _layer_element(layer: Layer) -> hv.Element:
     elif layer.kind == "labels":
         a = np.asarray(layer.array, dtype=np.float64).reshape(-1, 2)
         el = hv.Labels((a[:, 0], a[:, 1], list(layer.texts)), vdims=["Label"])
+    elif layer.kind == "quads":
+        a = np.asarray(layer.array, dtype=np.float64).reshape(-1, 4)
+        cols = list(layer.columns)
+        el = hv.Rectangles((a[:, 0], a[:, 1], a[:, 2], a[:, 3], *(layer.columns[c] for c in cols)),
+                           vdims=cols)
     else:
         raise ValueError(f"expected a layer kind of image, images, bars, hline, vline, vspan, text, "
-                         f"rect, segments or labels but found {layer.kind!r}")
+                         f"rect, segments, labels or quads but found {layer.kind!r}")
     return el.opts(**st) if st else el
+
+
+HOVERED = ("image", "images", "bars", "quads")
+"""Layer kinds that carry the frame's hover tooltips."""
 
 
 def to_element(frame: Frame) -> hv.Element | hv.Overlay:
@@ -206,7 +220,7 @@ def to_element(frame: Frame) -> hv.Element | hv.Overlay:
         hover["hover_formatters"] = hover_formatters(frame.hover_labels, frame.hover_ylabels, frame.hover_raw,
                                                      frame.hover_args)
     layers = [_layer_element(layer) for layer in frame.layers]
-    layers = [el.opts(default_tools=[], **(hover if layer.kind in ("image", "images", "bars")
+    layers = [el.opts(default_tools=[], **(hover if layer.kind in HOVERED
                                            and not layer.style.get("no_hover") else {}))
               for el, layer in zip(layers, frame.layers)]
     if len(layers) == 1:

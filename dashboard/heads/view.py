@@ -7,7 +7,8 @@ query), the per-query sentence, the head-metrics table with role badges and the 
 Every figure is drawn once and updated in place through the view's update pipeline
 (``common.live.LiveView``); a model with another number of layers or heads only changes the
 overview's data, ranges and size. Loading a Hugging Face model (MiniLM: transformers' import and
-the weights, once per process) shows the loading spinner on the figures and says so in the message
+the weights, once per process) shows the floating "Computing…" badge (``LiveView.busy_pane``; not
+Panel's ``loading``, whose class swap lays the whole page out again) and says so in the message
 pane. Served, the view starts loading MiniLM in a background thread as soon as the tab is first
 shown (``HeadsState.start_preload``), so that picking it a few seconds later is immediate.
 
@@ -51,7 +52,7 @@ import panel as pn
 from ..common.figures import LivePlot
 from ..common.frames import with_marker
 from ..common.lazy import BuiltWhenShown
-from ..common.live import LiveView
+from ..common.live import LiveHTML, LiveView
 from ..common.panes import caveat, clamp_index, figure_pane, markdown, widgets_from_spec
 from ..common.style import SECTION_STYLES
 from . import plots
@@ -127,12 +128,12 @@ class ModelHeadsView(LiveView):
         self.overview.figure.on_event("tap", self._on_tap_overview)
         self.main_plot = LivePlot(self._main_frame())
         self.main_plot.figure.on_event("tap", self._on_tap_main)
-        self.reading = pn.pane.HTML(plots.reading_html(th), css_classes=["ap-th-reading"],
+        self.reading = LiveHTML(plots.reading_html(th), css_classes=["ap-th-reading"],
                                     stylesheets=[CSS], width=330)
-        self.table = pn.pane.HTML(self._table_html(), css_classes=["ap-th-metrics"], stylesheets=[CSS])
-        self.summary = pn.pane.HTML(plots.summary_html(th), css_classes=["ap-th-summary"],
+        self.table = LiveHTML(self._table_html(), css_classes=["ap-th-metrics"], stylesheets=[CSS])
+        self.summary = LiveHTML(plots.summary_html(th), css_classes=["ap-th-summary"],
                                     stylesheets=[CSS], sizing_mode="stretch_width")
-        self.message = pn.pane.HTML(plots.message_html(th), css_classes=["ap-th-message"],
+        self.message = LiveHTML(plots.message_html(th), css_classes=["ap-th-message"],
                                     stylesheets=[CSS], sizing_mode="stretch_width")
         self.notes = {key: _md(key, std=RANDOM_STD) for key in ("random", "minilm", "served")}
         self.random_note = self.notes["random"]
@@ -156,8 +157,8 @@ class ModelHeadsView(LiveView):
     def figures(self) -> list:
         return [self.overview.figure, self.main_plot.figure]
 
-    def loading_targets(self) -> list:
-        return [self.figure_column]
+    def busy_badge(self) -> bool:
+        return True
 
     def show(self, changed: set[str]) -> str:
         th = self.th
@@ -248,7 +249,7 @@ class ModelHeadsView(LiveView):
             label("Main map"), pn.Row(pn.pane.Markdown("layer", width=45, margin=(12, 0, 0, 10)), w["layer"]),
             pn.Row(pn.pane.Markdown("head", width=45, margin=(12, 0, 0, 10)), w["head"]),
             w["aggregate"],
-            caveat(TEXT["caveat"], "ap-th-caveat"), self.state_pane,
+            caveat(TEXT["caveat"], "ap-th-caveat"), self.state_pane, self.busy_pane,
             width=330, css_classes=["ap-th-sidebar"],
         )
         section = dict(sizing_mode="stretch_width", styles=dict(SECTION_STYLES))

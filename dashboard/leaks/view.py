@@ -32,7 +32,7 @@ from attention.zoo import mask_gallery
 
 from ..common.lazy import BuiltWhenShown
 from ..common.figures import render
-from ..common.live import LiveView
+from ..common.live import LiveHTML, LiveView
 from ..common.panes import figure_pane, markdown, widgets_from_spec, wrap_row
 from ..common.style import CSS as BADGE_CSS
 from ..common.style import SECTION_STYLES
@@ -96,11 +96,11 @@ class LeakDetectorView(LiveView):
         self.model_select.param.watch(self._on_model_widget, "value")
         ld.param.watch(self._on_model_param, "model")
         self.widgets = [self.model_select, *widgets_from_spec(ld, WIDGETS).values()]
-        self.description = pn.pane.HTML(plots.description_html(res), css_classes=["ap-leak-description"],
+        self.description = LiveHTML(plots.description_html(res), css_classes=["ap-leak-description"],
                                         stylesheets=[CSS], sizing_mode="stretch_width")
-        self.verdict = pn.pane.HTML(plots.verdict_html(res.report), css_classes=["ap-leak-verdict"],
+        self.verdict = LiveHTML(plots.verdict_html(res.report), css_classes=["ap-leak-verdict"],
                                     stylesheets=[BADGE_CSS])
-        self.first = pn.pane.HTML(plots.first_leak_html(res.report), css_classes=["ap-leak-first"],
+        self.first = LiveHTML(plots.first_leak_html(res.report), css_classes=["ap-leak-first"],
                                   stylesheets=[CSS], sizing_mode="stretch_width")
         self._shown = res
         self.map_plot = _draw(plots.dependency_heatmap(res.report), "ap-leak-map")
@@ -135,8 +135,8 @@ class LeakDetectorView(LiveView):
     def figures(self) -> list:
         return [self.map_plot.state, self.sweep_plot.state]
 
-    def loading_targets(self) -> list:
-        return [self.results]
+    def busy_badge(self) -> bool:
+        return True
 
     def show(self, changed: set[str]) -> str:
         """New result: patch the figures in place if only the relation changed, else draw anew."""
@@ -180,7 +180,7 @@ class LeakDetectorView(LiveView):
     def _assemble(self) -> pn.viewable.Viewable:
         sidebar = pn.Column(
             pn.pane.Markdown("#### Model and relation", margin=(0, 10)),
-            *self.widgets, self.description, self.state_pane, width=310,
+            *self.widgets, self.description, self.state_pane, self.busy_pane, width=310,
             css_classes=["ap-leak-sidebar"],
         )
         border = dict(SECTION_STYLES)

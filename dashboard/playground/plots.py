@@ -76,6 +76,7 @@ __all__ = [
     "query_heads",
     "single_token_bars",
     "single_token_frames",
+    "steps_frame",
     "verdict_html",
 ]
 
@@ -483,36 +484,87 @@ def _bars(values: np.ndarray, color: str, xlabel: str, ylabel: str) -> Layer:
                             line_color=color if dense else None))
 
 
-def single_token_frames(steps: SingleTokenSteps, tokens: tuple[str, ...]) -> list[Frame]:
-    """Five frames for one query in one head: raw scores, scaled scores, mask, weights, output.
+STEP_BAND, STEP_STRIDE = 100, 150   # y units of one step's band and from one band to the next
+STEP_NAMES = ("1 · raw scores q·k", "2 · scaled ×{scale:.3f}", "3 · keep-mask", "4 · softmax weights")
+STEP_COLORS = {"keep": KEEP_COLOR, "blocked": BLOCKED_COLOR, "mask": SAME_COLOR, "weight": "#9333ea"}
 
-    Blocked keys (keep-mask False) are drawn in grey in the two score panels and get weight 0.
+
+def _band_ticks(base: int, lo: float, hi: float, values: tuple[float, ...]) -> list[tuple[int, str]]:
+    """y ticks of one band: each value at its height, labelled with the value (ints: Bokeh's label
+    overrides are looked up by the tick's integer position)."""
+    out: list[tuple[int, str]] = []
+    for v in values:
+        y = int(round(base + (v - lo) / (hi - lo) * STEP_BAND))
+        if all(abs(y - p) >= 18 for p, _ in out):
+            out.append((y, "0" if v == 0 else f"{v:.3g}"))
+    return out
+
+
+def steps_frame(steps: SingleTokenSteps, tokens: tuple[str, ...]) -> Frame:
+    """Steps 1-4 for one query in one head as ONE figure: four bands over the same key axis (raw
+    scores, scaled scores, keep-mask, softmax weights), each scaled to its own values (its y ticks
+    say them). Blocked keys are grey in the score bands and get weight 0. One figure instead of
+    four: the browser repaints one canvas and measures one key axis per update.
     """
-    keep = steps.keep.numpy()
+    keep = steps.keep.numpy().astype(bool)
     T = len(keep)
-    ticks, rot = token_ticks(tokens), tick_rotation(tokens)
+    bands = (steps.raw.numpy(), steps.scaled.numpy(), keep.astype(np.float32), steps.weights.numpy())
+    names = [n.format(scale=steps.scale) for n in STEP_NAMES]
+    labels = np.array([token_label(tokens, j) for j in range(T)], dtype=object)
+    x = np.arange(T, dtype=np.float64)
+    quads, value, step, label, color, yticks, titles = [], [], [], [], [], [], []
+    for b, (vals, name) in enumerate(zip(bands, names)):
+        base = (len(bands) - 1 - b) * STEP_STRIDE           # band 1 on top
+        lo, hi = (0.0, 1.05) if b >= 2 else value_lim(vals)
+        zero = base + (0.0 - lo) / (hi - lo) * STEP_BAND
+        top = base + (vals.astype(np.float64) - lo) / (hi - lo) * STEP_BAND
+        quads.append(np.stack([x - 0.45, np.minimum(zero, top), x + 0.45, np.maximum(zero, top)], 1))
+        value.append(vals.astype(np.float64))
+        blocked = ~keep
+        step.append(np.where(blocked, f"{name} (blocked key)", name) if b < 2 else
+                    np.where(blocked, f"{name}: blocked", f"{name}: may attend") if b == 2 else
+                    np.full(T, name, dtype=object))
+        label.append(labels)
+        kind = (np.where(keep, "keep", "blocked") if b < 2 else
+                np.full(T, "mask" if b == 2 else "weight", dtype=object))
+        color.append(np.array([STEP_COLORS[k] for k in kind], dtype=object))
+        ticks = (0.0, float(vals.max(initial=0.0)), float(vals.min(initial=0.0))) if b < 2 else (0.0, 1.0)
+        yticks += _band_ticks(base, lo, hi, ticks)
+        titles.append((-0.5, base + STEP_BAND + 12))
+    columns = {"value": np.concatenate(value), "step": np.concatenate(step).astype(object),
+               "label": np.concatenate(label), "color": np.concatenate(color)}
+    top_y = (len(bands) - 1) * STEP_STRIDE + STEP_BAND + 40
+    layers = (
+        Layer("quads", array=np.concatenate(quads), columns=columns,
+              style=dict(color="color", line_color="color", line_width=0.5)),
+        Layer("labels", array=np.array(titles, dtype=np.float64), texts=tuple(names),
+              style=dict(text_align="left", text_baseline="bottom", text_font_size="9pt",
+                         text_color="#334155", text_font_style="bold")),
+    )
+    return Frame(
+        layers=layers, title=f"Query {steps.query} in head {steps.head}, step by step",
+        xlim=(-0.5, T - 0.5), ylim=(-6.0, float(top_y)), xticks=token_ticks(tokens),
+        yticks=sorted(yticks), xrotation=tick_rotation(tokens),
+        tooltips=[("step", "@step"), ("key", "@label"), ("value", "@value{0.0000}")],
+        opts=dict(frame_width=560, frame_height=300, xlabel="key", ylabel="",
+                  fontsize={"title": "10pt", "yticks": "8pt"}, show_grid=False),
+    )
 
-    def scores(values, ylabel, title):
-        layers = (_bars(np.where(keep, values, 0.0), KEEP_COLOR, "key", ylabel),
-                  _bars(np.where(keep, 0.0, values), BLOCKED_COLOR, "key", ylabel))
-        return _bars_frame(layers, T, title, "key", ylabel, ticks, rot, value_lim(values))
 
+def single_token_frames(steps: SingleTokenSteps, tokens: tuple[str, ...]) -> list[Frame]:
+    """Two frames for one query in one head: steps 1-4 over the keys (``steps_frame``) and step 5,
+    the output ``Σ w·v`` over the head's ``D`` dimensions."""
     out = steps.output.numpy()
     return [
-        scores(steps.raw.numpy(), "score", "1 · raw scores q·k"),
-        scores(steps.scaled.numpy(), "scaled", f"2 · scaled ×{steps.scale:.3f}"),
-        _bars_frame((_bars(keep, SAME_COLOR, "key", "keep"),), T, "3 · keep-mask",
-                    "key", "keep", ticks, rot, (0, 1.05)),
-        _bars_frame((_bars(steps.weights.numpy(), "#9333ea", "key", "weight"),), T,
-                    "4 · softmax weights", "key", "weight", ticks, rot, (0, 1.05)),
+        steps_frame(steps, tokens),
         _bars_frame((_bars(out, "#0f766e", "dim", "value"),), len(out), "5 · output Σ w·v",
                     "dim", "value", number_ticks(len(out)), 0, value_lim(out), width=130),
     ]
 
 
 def single_token_bars(steps: SingleTokenSteps, tokens: tuple[str, ...]) -> hv.Layout:
-    """``single_token_frames`` as a Layout of five panels."""
-    return hv.Layout([to_element(f) for f in single_token_frames(steps, tokens)]).cols(5)
+    """``single_token_frames`` as a Layout of its two figures."""
+    return hv.Layout([to_element(f) for f in single_token_frames(steps, tokens)]).cols(2)
 
 
 # ----------------------------------------------------------------------------------------------

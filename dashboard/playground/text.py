@@ -29,10 +29,12 @@ attention. Pick the query with the slider or a click on any head's map.
 """,
     "single": """
 ### Step by step: one query in one head
-How one row of a map comes about. (1) The query vector is compared with every key by a dot
-product, (2) the scores are divided by √D so their spread does not grow with the head size,
-(3) the keep-mask removes blocked keys (grey bars), (4) a softmax turns the kept scores into
-weights that sum to 1, and (5) the output is the weight-averaged value vectors.
+How one row of a map comes about, read top to bottom over the same keys. (1) The query vector
+is compared with every key by a dot product, (2) the scores are divided by √D so their spread
+does not grow with the head size, (3) the keep-mask removes blocked keys (grey bars), (4) a
+softmax turns the kept scores into weights that sum to 1, and (5, right) the output is the
+weight-averaged value vectors, one bar per dimension of the head. Each band has its own scale
+(its numbers on the left); hover a bar for its exact value.
 """,
     "causal": """
 ### Causal mask and the invariance test

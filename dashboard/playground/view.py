@@ -7,7 +7,7 @@ updated in place (``common.live.LivePlot``) through the view's one update pipeli
 layout. Only what depends on the change is touched:
 
 - new weights (T, H, D, causal, seed, text, position signal): head maps, query plot,
-  step-by-step view, mask (only if T or causal changed), invariance;
+  step-by-step view (two figures: steps 1-4 share one key axis), mask (only if T or causal changed), invariance;
 - only the prefix L changed: invariance chart and numbers;
 - only the selected query / viewed head changed: the query line on the head maps, the query plot
   and the step-by-step view (no attention is recomputed: ``pg.n_computes`` stays).
@@ -89,7 +89,8 @@ class PlaygroundView(LiveView):
     Attributes:
         layout: the Panel component to show.
         heads_plot: the ``LivePlot`` of every head's map (``plots.heads_frame``); ``query_plot``,
-            ``single_plots`` (five),
+            ``single_plots`` (two: steps 1-4 over
+            the keys in one figure, ``plots.steps_frame``, and step 5, the output),
             ``mask_plot``, ``invariance_plot``: the other figures.
     """
 
@@ -147,8 +148,8 @@ class PlaygroundView(LiveView):
         self.query_pane = figure_pane(self.query_plot.figure, "ap-query-plot")
 
         self.single_plots = [LivePlot(f) for f in self._single_frames(r, self._head, self._q)]
-        self.single_pane = wrap_row(*[figure_pane(p.figure, f"ap-step-{i + 1}")
-                                      for i, p in enumerate(self.single_plots)],
+        self.single_pane = wrap_row(*[figure_pane(p.figure, css)
+                                      for css, p in zip(("ap-steps", "ap-step-output"), self.single_plots)],
                                     css_classes=["ap-single-token"], sizing_mode="stretch_width")
 
         self.mask_plot = LivePlot(plots.mask_frame(r))

@@ -25,12 +25,10 @@ FAMILIES = {
     "query": lambda r: plots.query_frame(r, min(5, r.seq_len - 1)),
     "mask": plots.mask_frame,
     "invariance": plots.invariance_frame,
-    "raw scores": lambda r: plots.single_token_frames(
+    "steps 1-4": lambda r: plots.single_token_frames(
         single_token_steps(r, 2, min(5, r.seq_len - 1)), r.tokens)[0],
-    "weights": lambda r: plots.single_token_frames(
-        single_token_steps(r, 2, min(5, r.seq_len - 1)), r.tokens)[3],
     "output": lambda r: plots.single_token_frames(
-        single_token_steps(r, 2, min(5, r.seq_len - 1)), r.tokens)[4],
+        single_token_steps(r, 2, min(5, r.seq_len - 1)), r.tokens)[1],
 }
 
 

@@ -392,7 +392,7 @@ def test_description_shows_the_models_sentence_and_own_relation():
     assert "CORRECT" in view.description.object and "causal" in view.description.object
 
 
-def test_results_show_the_loading_indicator_while_a_map_is_computed(monkeypatch):
+def test_the_busy_badge_shows_while_a_map_is_computed_and_no_layout_loads(monkeypatch):
     import dashboard.leaks.state as leak_state
 
     ld = LeakDetector(model="causal_mha", seq_len=T_SMALL)
@@ -400,14 +400,16 @@ def test_results_show_the_loading_indicator_while_a_map_is_computed(monkeypatch)
     seen = []
 
     def spy(*args, **kwargs):
-        seen.append(view.results.loading)
+        seen.append((view.busy_pane.object, view.results.loading))
         return check_entry(*args, **kwargs)
 
     monkeypatch.setattr(leak_state, "check_entry", spy)
     ld.model = "cumsum"
-    assert seen == [True] and view.results.loading is False
+    assert len(seen) == 1 and 'data-busy="1"' in seen[0][0] and "Computing" in seen[0][0]
+    assert seen[0][1] is False          # Panel's loading (a page layout in the browser) stays off
+    assert view.busy_pane.object == ""
     ld.allowed = "sliding:2"                                   # no computation, no spinner
-    assert seen == [True]
+    assert len(seen) == 1
 
 
 def same_source_data(got: dict, want: dict) -> None:
@@ -461,10 +463,14 @@ def test_the_app_has_a_leak_detector_tab_built_only_when_shown(monkeypatch):
         built.append(ld)
         original(self, ld)
 
+    import dashboard.leaks.state as leak_state
+
+    checks = []
     monkeypatch.setattr(leak_view.LeakDetectorView, "__init__", counting)
+    monkeypatch.setattr(leak_state, "check_entry", lambda *a, **k: checks.append(a) or check_entry(*a, **k))
     component = dict(TABS)["Leak detector"]()
-    assert built == []                                     # a session that never opens the tab
+    assert built == [] and checks == []       # a session that never opens the tab: no view, no check
     with rendered(component) as page:
-        assert len(built) == 1
+        assert len(built) == 1 and len(checks) == 1
         assert models_with_class(page.doc, "ap-leak-detector")
         assert models_with_class(page.doc, "ap-leak-map")

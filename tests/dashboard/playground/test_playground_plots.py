@@ -9,7 +9,7 @@ from bokeh.models import HoverTool
 
 from attention import make_causal_mask
 from dashboard.common import frames
-from dashboard.common.style import VIOLATION_COLOR
+from dashboard.common.style import BLOCKED_COLOR, KEEP_COLOR, VIOLATION_COLOR
 from dashboard.playground import plots
 from dashboard.playground import AttentionPlayground, single_token_steps
 
@@ -115,20 +115,43 @@ def test_query_plot_names_the_token_when_text_is_used():
     assert plots.query_frame(pg.result, 2).title.startswith("Query 2 (c)")
 
 
-def test_single_token_panels_show_the_five_steps(pg):
+def _bands(frame):
+    """{step number: (values, colours, bar bottoms, bar tops)} of ``plots.steps_frame``."""
+    quads = frame.layers[0]
+    cols, a = quads.columns, quads.array
+    out = {}
+    for n in "1234":
+        sel = np.array([str(s).startswith(n + " ") for s in cols["step"]])
+        out[n] = (cols["value"][sel], list(cols["color"][sel]), a[sel, 1], a[sel, 3])
+    return out
+
+
+def test_single_token_view_shows_the_five_steps(pg):
     steps = single_token_steps(pg.result, 1, 3)
     frames = plots.single_token_frames(steps, pg.result.tokens)
-    assert [f.title[0] for f in frames] == ["1", "2", "3", "4", "5"]
-    kept, blocked = frames[0].layers
+    assert len(frames) == 2 and frames[1].title.startswith("5 ")
+    assert frames[0].layers[1].texts[0].startswith("1 ") and len(frames[0].layers[1].texts) == 4
+    bands = _bands(frames[0])
     raw = steps.raw.numpy()
-    np.testing.assert_array_equal(kept.values[:4], raw[:4])       # query 3 keeps keys 0..3
-    assert np.all(kept.values[4:] == 0) and np.all(blocked.values[:4] == 0)
-    np.testing.assert_array_equal(blocked.values[4:], raw[4:])
-    np.testing.assert_array_equal(frames[2].layers[0].values, [1, 1, 1, 1, 0, 0, 0, 0, 0])
-    np.testing.assert_allclose(frames[3].layers[0].values, steps.weights.numpy())
-    np.testing.assert_allclose(frames[4].layers[0].values, steps.output.numpy())
+    np.testing.assert_array_equal(bands["1"][0], raw)
+    # query 3 keeps keys 0..3: blue bars, the blocked keys grey
+    assert bands["1"][1] == [KEEP_COLOR] * 4 + [BLOCKED_COLOR] * 5 == bands["2"][1]
+    np.testing.assert_allclose(bands["2"][0], steps.scaled.numpy())
+    np.testing.assert_array_equal(bands["3"][0], [1, 1, 1, 1, 0, 0, 0, 0, 0])
+    np.testing.assert_allclose(bands["4"][0], steps.weights.numpy())
+    np.testing.assert_allclose(frames[1].layers[0].values, steps.output.numpy())
+    # heights follow the values within each band: the largest weight is the tallest bar there
+    _, _, lo, hi = bands["4"]
+    assert np.argmax(hi - lo) == int(np.argmax(steps.weights.numpy()))
+    _, _, lo, hi = bands["1"]          # a bar of a negative score hangs below the band's zero line
+    zero_line = np.concatenate([lo[raw > 0], hi[raw < 0]])   # positive bars stand on it,
+    assert len(zero_line) == len(raw) and np.ptp(zero_line) == 0     # negative ones hang from it
+    # the y ticks name real values: 0 and the extremes of each band
+    labels = [t for _, t in frames[0].yticks]
+    assert f"{raw.max():.3g}" in labels and "0" in labels
+    assert raw.min() >= 0 or f"{raw.min():.3g}" in labels
     layout = plots.single_token_bars(steps, pg.result.tokens)
-    assert len(layout) == 5
+    assert len(layout) == 2
     plot = render(layout)                                           # renders as one Bokeh layout
     assert plot.state is not None
 
@@ -220,5 +243,5 @@ def test_placeholder_tokens_are_labelled_by_number_without_rotation():
 def test_step_bars_stay_visible_when_narrower_than_a_pixel():
     pg = AttentionPlayground(seq_len=512, num_heads=1, head_dim=4, query=300)
     frames = plots.single_token_frames(single_token_steps(pg.result, 0, 300), pg.result.tokens)
-    weights = frames[3].layers[0]
-    assert weights.style["line_color"] == weights.style["color"]     # outlined: >= 1 px each
+    bars = frames[0].layers[0]
+    assert bars.style["line_color"] == bars.style["color"] == "color"  # outlined: >= 1 px each

@@ -14,6 +14,7 @@ from attention import make_causal_mask
 from dashboard.app import TABS, build_app, serve_app
 from harness import image_of, models_with_class, rendered
 from harness import only_model_with_class as only
+from dashboard.playground.state import single_token_steps
 from dashboard.playground import AttentionPlayground
 from dashboard.playground import PlaygroundView, plots
 
@@ -120,8 +121,13 @@ def test_the_step_by_step_view_follows_query_and_head():
     pg = AttentionPlayground(seq_len=8, num_heads=3)
     with rendered(pn.panel(pg)) as page:
         pg.param.update(query=4, view_head=2)
-        weights = only(page.doc, "ap-step-4").renderers[0].data_source.data["top"]
-        np.testing.assert_allclose(weights, pg.result.weights[2, 4].numpy(), rtol=1e-5, atol=1e-7)
+        data = only(page.doc, "ap-steps").renderers[0].data_source.data
+        band = np.asarray([str(s).startswith("4 ") for s in data["step"]])
+        np.testing.assert_allclose(np.asarray(data["value"])[band], pg.result.weights[2, 4].numpy(),
+                                   rtol=1e-5, atol=1e-7)
+        assert only(page.doc, "ap-steps").title.text == "Query 4 in head 2, step by step"
+        np.testing.assert_allclose(only(page.doc, "ap-step-output").renderers[0].data_source.data["top"],
+                                   single_token_steps(pg.result, 2, 4).output.numpy(), rtol=1e-6)
 
 
 def test_turning_the_causal_mask_off_turns_pass_into_fail():
