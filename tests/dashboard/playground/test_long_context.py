@@ -96,6 +96,8 @@ def test_above_the_limit_no_full_map_is_held_and_every_view_still_works():
         d = pg.result.invariance.position_diff.numpy().astype(np.float32)
         changed = np.where(np.arange(4096) > 4000, d, 0).reshape(-1, 8).max(1)   # bars of 8 positions
         np.testing.assert_array_equal(inv.layers[2].values, changed)
+        orange = view.invariance_plot.leaves[2].handles["source"].data       # as drawn: 8 wide
+        assert len(orange["top"]) == 512 and orange["right"][0] - orange["left"][0] == 8
         pg.causal = False
         assert 'data-verdict="FAIL"' in view.verdict.object
         assert view.mask_plot.figure.title.text.startswith("No mask")
