@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "browser"
 import _probe  # noqa: E402
 from _harness import AppServer, launch_chromium, open_app  # noqa: E402
 
-SIZES = [(16, 4, 100.0), (256, 8, 400.0), (1024, 16, 1200.0)]     # T, H, target ms
+SIZES = [(16, 4, 100.0), (256, 8, 400.0), (1024, 16, 1200.0), (4096, 8, 3000.0)]  # T, H, target ms (4096: issue 12)
 SPINNER_LAG_MS = 100.0
 CONTROLS = ["seed", "causal", "heads +1", "heads -1", "query"]
 VIEWPORT = {"width": 1400, "height": 1000}

@@ -58,12 +58,12 @@ def layer_source_data(layer: Layer, columns) -> dict | None:
                     dh=boxes[:, 3] - boxes[:, 1], image=list(layer.arrays))
     if layer.kind == "bars":
         v = layer.values
-        edges = np.arange(len(v) + 1, dtype=np.float64) - 0.5
+        edges = np.arange(len(v) + 1, dtype=np.float64) * layer.bin - 0.5
         data = dict(top=v, left=edges[:-1], right=edges[1:])
         kdim = dimension_sanitizer(str(layer.style.get("kdims", ["x"])[0]))
         for col in columns:
             if col not in data:
-                data[col] = edges[:-1] + 0.5 if col == kdim else v
+                data[col] = edges[:-1] + 0.5 if col == kdim else v     # a bin's first position
         return data
     if layer.kind == "text":
         return dict(x=np.array([layer.x]), y=np.array([layer.y]), text=np.array([layer.text]))
@@ -163,8 +163,10 @@ class LivePlot:
         fig = self.figure
         if fig.title is not None and fig.title.text != frame.title:
             fig.title.text = frame.title
-        self._set_range(fig.x_range, frame.xlim, False)
-        self._set_range(fig.y_range, frame.ylim, frame.invert_yaxis)
+        if (frame.xlim, frame.ylim, frame.invert_yaxis) != (self.frame.xlim, self.frame.ylim,
+                                                             self.frame.invert_yaxis):
+            self._set_range(fig.x_range, frame.xlim, False)     # unchanged limits keep the
+            self._set_range(fig.y_range, frame.ylim, frame.invert_yaxis)   # user's zoom
         self._set_ticks(fig.xaxis, frame.xticks, frame.xrotation)
         self._set_ticks(fig.yaxis, frame.yticks, None)
         height = frame.opts.get("frame_height")

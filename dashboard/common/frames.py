@@ -53,7 +53,8 @@ class Layer:
     """One drawn layer of a figure.
 
     ``kind`` is ``"image"`` (``array`` rows = y from 0 up, ``bounds`` = (l, b, r, t)), ``"bars"``
-    (``values`` on unit bins centred at 0..n-1), ``"hline"``/``"vline"`` (``pos``), ``"vspan"``
+    (``values`` on unit bins centred at 0..n-1; with ``bin = f`` each bar spans ``f`` positions,
+    bar ``i`` covering ``i*f .. i*f+f-1``), ``"hline"``/``"vline"`` (``pos``), ``"vspan"``
     (``lo``..``hi``), ``"text"`` (``x``, ``y``, ``text``), ``"rect"`` (one rectangle: ``bounds``
     = (l, b, r, t)), ``"segments"`` (``array`` of rows ``x0, y0, x1, y1``), ``"labels"``
     (``array`` of rows ``x, y`` and ``texts``), ``"images"`` (several maps in one glyph:
@@ -62,7 +63,7 @@ class Layer:
     columns of one value per rectangle, for the hover and for ``style`` mappings such as
     ``color="color"``; bars of any height anywhere, several bar charts in one figure).
     ``style`` holds HoloViews options that never change (colours, dimension names) and is used
-    only when the figure is first drawn.
+    only when the figure is first drawn; ``no_hover=True`` there gives the layer no hover tooltip.
     """
 
     kind: str
@@ -78,6 +79,7 @@ class Layer:
     texts: tuple[str, ...] = ()
     arrays: tuple[np.ndarray, ...] = ()
     boxes: tuple[tuple[float, float, float, float], ...] = ()
+    bin: int = 1
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     style: dict[str, Any] = field(default_factory=dict)
 
@@ -93,7 +95,9 @@ class Frame:
     are used for ``$y`` instead; with ``hover_raw`` the label is shown alone (it names the position
     itself). ``hover_args`` are more arguments of those formatters (``HOVER_LABEL_JS``: ``col``,
     ``row``, ``ncols``, ``nheads`` let ``$x{head}`` name the map under the cursor in a mosaic of
-    maps). ``opts`` are fixed figure options (size, tools, fonts) for the first drawing.
+    maps; or, without lookup lists, ``stride``, ``T``, ``ncols``, ``nheads``: maps of ``T``
+    positions every ``stride``, the labels then being one map's ``T``, shared by all). ``opts``
+    are fixed figure options (size, tools, fonts) for the first drawing.
     """
 
     layers: tuple[Layer, ...]
@@ -116,21 +120,30 @@ class Frame:
 # ``{head}`` (a mosaic of maps, ``Frame.hover_args``): the map under the cursor, from its column
 # (``col[x]``) and row (``row[y]``) in the mosaic; "" in the gaps between maps.
 _HOVER_HEAD_JS = """
+if (format === "head" && stride > 0) {
+  const X = Math.round(special_vars.x), Y = Math.round(special_vars.y);
+  const c = Math.floor(X / stride), r = Math.floor(Y / stride);
+  if (c < 0 || r < 0 || c >= ncols || X - c * stride >= T || Y - r * stride >= T
+      || r * ncols + c >= nheads) return "";
+  return String(r * ncols + c);
+}
 if (format === "head") {
   const c = col[Math.round(special_vars.x)], r = row[Math.round(special_vars.y)];
   if (c === undefined || r === undefined || c < 0 || r < 0 || r * ncols + c >= nheads) return "";
   return String(r * ncols + c);
 }
 """
-HOVER_LABEL_JS = _HOVER_HEAD_JS + """
-const i = Math.round(value);
+_MOSAIC_JS = """
+let i = Math.round(value);
+if (stride > 0) { i -= Math.floor(i / stride) * stride; if (i >= T) i = -1; }
+"""
+HOVER_LABEL_JS = _HOVER_HEAD_JS + _MOSAIC_JS + """
 return (i >= 0 && i < labels.length) ? i + " (" + labels[i] + ")" : String(i);
 """
-HOVER_RAW_LABEL_JS = _HOVER_HEAD_JS + """
-const i = Math.round(value);
+HOVER_RAW_LABEL_JS = _HOVER_HEAD_JS + _MOSAIC_JS + """
 return (i >= 0 && i < labels.length) ? labels[i] : "";
 """
-_NO_HEADS = dict(col=[], row=[], ncols=1, nheads=0)
+_NO_HEADS = dict(col=[], row=[], ncols=1, nheads=0, stride=0, T=0)
 
 
 def hover_formatters(labels: tuple[str, ...], ylabels: tuple[str, ...] | None = None,
@@ -149,6 +162,7 @@ def hover_formatters(labels: tuple[str, ...], ylabels: tuple[str, ...] | None = 
 def _layer_element(layer: Layer) -> hv.Element:
     st = dict(layer.style)
     kdims, vdims = st.pop("kdims", None), st.pop("vdims", None)
+    st.pop("no_hover", None)
     if layer.kind in ("image", "images"):
         # hv.Image wants the top row first: flip so that y = row index (0 at the bottom of the data).
         # "images": HoloViews draws the first map; LivePlot then fills the glyph's source with all.
@@ -158,7 +172,7 @@ def _layer_element(layer: Layer) -> hv.Element:
         el = hv.Image(np.ascontiguousarray(array[::-1]), bounds=bounds,
                       kdims=kdims or ["x", "y"], vdims=vdims or ["z"])
     elif layer.kind == "bars":
-        edges = np.arange(len(layer.values) + 1) - 0.5
+        edges = np.arange(len(layer.values) + 1) * layer.bin - 0.5
         el = hv.Histogram((edges, layer.values), kdims=kdims or ["x"], vdims=vdims or ["y"])
     elif layer.kind == "hline":
         el = hv.HLine(layer.pos)
@@ -206,7 +220,8 @@ def to_element(frame: Frame) -> hv.Element | hv.Overlay:
         hover["hover_formatters"] = hover_formatters(frame.hover_labels, frame.hover_ylabels, frame.hover_raw,
                                                      frame.hover_args)
     layers = [_layer_element(layer) for layer in frame.layers]
-    layers = [el.opts(default_tools=[], **(hover if layer.kind in HOVERED else {}))
+    layers = [el.opts(default_tools=[], **(hover if layer.kind in HOVERED
+                                           and not layer.style.get("no_hover") else {}))
               for el, layer in zip(layers, frame.layers)]
     if len(layers) == 1:
         return layers[0].opts(**figure_opts)

@@ -13,6 +13,13 @@ into the figures' data sources. Size: about 2 MB of BokehJS plus ``8 * H * T**2`
 (base64), e.g. 2.1 MB at the default T=16, H=4. The export needs ``T**2 * H <= 2**20``
 (e.g. T=256 with 16 heads) so that every head map ships at full resolution.
 
+Above that limit the export is **pooled** (``pooled=True``; the dashboard's button takes it
+automatically, the CLI with ``--pooled``): a snapshot of the current settings, clearly labelled
+on the page, with the heads mosaic max-pooled as the dashboard shows it (the maps are reduced
+where they are computed, never held whole), the selected query's exact row, the keep-mask and the
+invariance check for the current L. Its controls are fixed (the data for every L and query would
+be ``T**2`` numbers each).
+
 ``export_html(source, file)`` is shared by the CLI and the dashboard's "Download as HTML"
 button (which writes into an in-memory buffer: the server never touches its disk).
 """
@@ -23,6 +30,7 @@ import html
 import io
 import re
 import sys
+from dataclasses import replace
 from typing import IO, Any
 
 import markdown
@@ -40,8 +48,8 @@ from . import plots
 from .state import FUTURE_ATOL, MAX_SEQ_LEN, PlaygroundResult, PlaygroundState, words_of
 from .text import TEXT
 
-__all__ = ["EXPORT_PARAMS", "MAX_EXPORT_CELLS", "RESOURCE_URL", "export_html", "main", "offline",
-           "render_html"]
+__all__ = ["EXPORT_PARAMS", "MAX_EXPORT_CELLS", "RESOURCE_URL", "build_document", "export_html",
+           "fits_full_export", "main", "offline", "render_html"]
 
 EXPORT_PARAMS = ("seq_len", "num_heads", "head_dim", "seed", "text", "position_scale", "causal",
                  "prefix", "query")
@@ -160,17 +168,40 @@ def _section(key: str, *children, **kw):
                       sizing_mode="stretch_width"), *children, **kw)
 
 
-def build_document(source: PlaygroundState | dict[str, Any] | None = None):
-    """The export's Bokeh layout (figures, widgets, texts) with its ``CustomJS`` wiring."""
+def fits_full_export(source: PlaygroundState | dict[str, Any] | None = None) -> bool:
+    """Whether ``source``'s settings fit the full (interactive) export: ``T**2 * H <= MAX_EXPORT_CELLS``."""
     params = _params_of(source)
+    d = PlaygroundState.param
+    words = words_of(params.get("text", ""))
+    T = len(words) if words else params.get("seq_len", d.seq_len.default)
+    return T * T * params.get("num_heads", d.num_heads.default) <= MAX_EXPORT_CELLS
+
+
+def build_document(source: PlaygroundState | dict[str, Any] | None = None,
+                   pooled: bool | None = False):
+    """The export's Bokeh layout (figures, widgets, texts) with its ``CustomJS`` wiring.
+
+    Args:
+        source: an ``AttentionPlayground`` or a dict of parameters (see :func:`export_html`).
+        pooled: ``True``: the pooled snapshot (any size); ``False``: the full export, refused
+            with a ``ValueError`` above ``MAX_EXPORT_CELLS``; ``None``: whichever fits.
+    """
+    params = _params_of(source)
+    if pooled is None:
+        pooled = not fits_full_export(params)
+    if pooled:
+        return _pooled_document(params)
+    if not fits_full_export(params):
+        pg = PlaygroundState(**params)
+        T, H = pg.seq_len, pg.num_heads
+        raise ValueError(
+            f"expected seq_len**2 * num_heads <= {MAX_EXPORT_CELLS} for a full static export (e.g. "
+            f"T=256 with 16 heads) but found T={T}, H={H} ({T * T * H}): export it pooled "
+            f"(pooled=True, --pooled) or use the served app")
     both = {c: PlaygroundState(**{**params, "causal": c}) for c in (True, False)}
     pg = both[bool(params.get("causal", True))]
     r: PlaygroundResult = pg.result
     T, H = r.seq_len, r.num_heads
-    if T * T * H > MAX_EXPORT_CELLS:
-        raise ValueError(
-            f"expected seq_len**2 * num_heads <= {MAX_EXPORT_CELLS} for a static export (e.g. "
-            f"T=256 with 16 heads) but found T={T}, H={H} ({T * T * H}): use the served app")
 
     tables = {c: _invariance_table(p) for c, p in both.items()}
     store = ColumnDataSource(data={
@@ -261,6 +292,65 @@ def build_document(source: PlaygroundState | dict[str, Any] | None = None):
                   sizing_mode="stretch_width")
 
 
+def _pooled_document(params: dict[str, Any]):
+    """A snapshot of one setting above the full export's limit: the dashboard's pooled mosaic, the
+    selected query's exact row, the keep-mask and the invariance check for the current L."""
+    pg = PlaygroundState(**params)
+    r: PlaygroundResult = pg.result
+    T, H = r.seq_len, r.num_heads
+    f = plots.HeadGrid.of(T, H).f
+    frame = plots.heads_frame(r, pg.query)
+    # the served page's hover asks the server for the exact weight: here only the pixel's value
+    frame = replace(frame, tooltips=[t for t in frame.tooltips if "{exact}" not in t[1]])
+    heads = LivePlot(frame)
+    query = LivePlot(plots.query_frame(r, pg.query))
+    mask = LivePlot(plots.mask_frame(r))
+    inv = LivePlot(plots.invariance_frame(r, max_bars=plots.MAX_BARS))
+    colorbar = render(plots.colorbar_strip()).state
+    heads.figure.css_classes = ["ap-heads-map", "ap-pooled-map"]
+    query.figure.css_classes = ["ap-query-plot"]
+    mask.figure.css_classes = ["ap-mask"]
+    inv.figure.css_classes = ["ap-invariance-chart"]
+    for fig in (colorbar, heads.figure, query.figure, mask.figure, inv.figure):
+        fig.styles = {**fig.styles, "flex": "none"}
+    pooling = (f"every pixel of a head map is the <b>max of {f}×{f}</b> weights" if f > 1 else
+               "the head maps are exact")
+    note = Div(text=(
+        f"<div class='ap-pooled-note' data-pooled-factor='{f}'><b>Pooled export.</b> "
+        f"T = {T} tokens with H = {H} heads is {T * T * H:,} weights, above the full export's "
+        f"{MAX_EXPORT_CELLS:,}: this file is a snapshot. {pooling.capitalize()} (as the dashboard "
+        f"shows them); the query plot holds query {pg.query}'s exact weights; the invariance check "
+        f"is for L = {pg.prefix}. The causal mask, L and the query are fixed here: run the app "
+        f"(it sharpens a zoomed map) to change them.</div>"),
+        css_classes=["ap-pooled-export"], stylesheets=[_PAGE_CSS], sizing_mode="stretch_width",
+        styles={"background": "#fff7ed", "border-left": "3px solid #f97316", "padding": "2px 8px"})
+    settings = Div(text=(
+        f"<p style='font-size:12px;color:#475569'>T = {T} tokens, H = {H} heads, D = {r.head_dim}, "
+        f"seed = {pg.seed}, position signal = {pg.position_scale:g}, causal = {pg.causal}, "
+        f"L = {pg.prefix}, query = {pg.query}"
+        + (f"<br>text: <i>{html.escape(pg.text[:200])}</i>" if pg.text.strip() else "") + "</p>"))
+    verdict = Div(text=plots.verdict_html(r), stylesheets=[CSS], css_classes=["ap-verdict-pane"])
+    stats = Div(text=plots.invariance_summary_html(r), stylesheets=[CSS],
+                css_classes=["ap-stats-pane"])
+    sidebar = column(Div(text="<b>Settings (fixed)</b>"), settings,
+                     Div(text=_md("caveat"), css_classes=["ap-caveat"], stylesheets=[_PAGE_CSS],
+                         width=280), width=300)
+    main = column(
+        note,
+        Div(text=_md("intro"), css_classes=["ap-section"], stylesheets=[_PAGE_CSS],
+            sizing_mode="stretch_width"),
+        _section("heads", row(colorbar, heads.figure, css_classes=["ap-heads"])),
+        _section("query_static", query.figure),
+        _section("causal", row(mask.figure, column(verdict, stats, width=380), inv.figure,
+                               styles={"flex-wrap": "wrap"}, css_classes=["ap-invariance"])),
+        sizing_mode="stretch_width",
+    )
+    header = Div(text="Attention Playground · pooled export", css_classes=["ap-header"],
+                 sizing_mode="stretch_width", styles=_HEADER_STYLE)
+    return column(header, row(sidebar, main, sizing_mode="stretch_width"),
+                  sizing_mode="stretch_width")
+
+
 # BokehJS carries lazy loaders for optional features this page never uses (MathJax for TeX
 # labels). They would fetch from a CDN only if triggered; point them at an inert data: URL so
 # that the file holds no network address a browser could load at all.
@@ -294,23 +384,30 @@ def offline(page: str) -> str:
     return page
 
 
-def render_html(source: PlaygroundState | dict[str, Any] | None = None) -> str:
-    """The standalone HTML page as a string (all resources inline, no network address)."""
-    return offline(file_html(build_document(source), resources=INLINE, title="Attention Playground"))
+def render_html(source: PlaygroundState | dict[str, Any] | None = None,
+                pooled: bool | None = False) -> str:
+    """The standalone HTML page as a string (all resources inline, no network address);
+    ``pooled``: see :func:`build_document`."""
+    title = "Attention Playground" + (" (pooled)" if pooled or (
+        pooled is None and not fits_full_export(source)) else "")
+    return offline(file_html(build_document(source, pooled), resources=INLINE, title=title))
 
 
-def export_html(source: PlaygroundState | dict[str, Any] | None, file: IO | str) -> int:
+def export_html(source: PlaygroundState | dict[str, Any] | None, file: IO | str,
+                pooled: bool | None = False) -> int:
     """Write the standalone page to ``file`` (a path, or a text/binary file object).
 
     Args:
         source: an ``AttentionPlayground`` (any ``PlaygroundState``) (its current parameters) or a dict of parameters
             among ``EXPORT_PARAMS``; ``None`` for the defaults.
         file: where to write; nothing touches the disk unless this is a path.
+        pooled: ``False`` (default): the full interactive export, ``ValueError`` above
+            ``MAX_EXPORT_CELLS``; ``True``: the pooled snapshot; ``None``: whichever fits.
 
     Returns:
         the number of bytes written (UTF-8).
     """
-    data = render_html(source).encode("utf-8")
+    data = render_html(source, pooled).encode("utf-8")
     if isinstance(file, str):
         with open(file, "wb") as fh:
             fh.write(data)
@@ -335,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefix", type=int, default=None, help="initial prefix L")
     ap.add_argument("--query", type=int, default=None, help="initial selected query")
     ap.add_argument("--no-causal", action="store_true", help="start with the causal mask off")
+    ap.add_argument("--pooled", action="store_true", help=(
+        "above the full export's limit (T*T*H > 2**20) write a pooled snapshot instead (max-pooled "
+        "head maps, fixed controls)"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)      # small matmuls: one thread is far faster than two contending
     params: dict[str, Any] = dict(seq_len=args.seq_len, num_heads=args.num_heads,
@@ -344,11 +444,12 @@ def main(argv: list[str] | None = None) -> int:
     params["prefix"] = args.prefix if args.prefix is not None else min(d.prefix.default, T - 1)
     params["query"] = args.query if args.query is not None else min(d.query.default, T - 1)
     try:
-        n = export_html(params, args.out)
+        pooled = args.pooled and not fits_full_export(params)
+        n = export_html(params, args.out, pooled=pooled)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out} ({n / 1e6:.2f} MB)")
+    print(f"wrote {args.out} ({n / 1e6:.2f} MB{', pooled' if pooled else ''})")
     return 0
 
 

@@ -48,12 +48,18 @@ from ..common.style import (
     VIOLATION_COLOR,
     verdict_badge_html,
 )
-from .state import PlaygroundResult, SingleTokenSteps
+from .state import PlaygroundResult, SingleTokenSteps, mosaic_factor
 
 __all__ = [
     "HEADS_PER_ROW",
     "HEAD_SIZE",
     "HeadGrid",
+    "REFINE_PIXELS",
+    "Refined",
+    "exact_hover",
+    "refine_zoom",
+    "with_refined",
+    "zoom_tools",
     "heads_frame",
     "heads_with_query",
     "colorbar_strip",
@@ -89,8 +95,12 @@ def head_frame(result: PlaygroundResult, head: int, query: int | None = None) ->
     H, T = result.num_heads, result.seq_len
     if not 0 <= head < H:
         raise ValueError(f"expected head in 0..{H - 1} but found head={head}")
-    f = pool_factor(T, H)
-    A = pooled(result.weights[head].numpy(), f)
+    if result.weights is not None:
+        f = pool_factor(T, H)
+        A = pooled(result.weights[head].numpy(), f)
+    else:                                   # a long context: the maps pooled on the device
+        f = result.maps.factor
+        A = result.maps.maps[head].numpy()
     ticks = token_ticks(result.tokens)
     layers = (map_layer(A, f, ["key", "query"], hv.Dimension("weight", range=(0, 1)), CMAP),)
     frame = Frame(
@@ -117,8 +127,8 @@ class HeadGrid:
     Heads sit ``HEADS_PER_ROW`` to a row, head ``h`` in column ``h % HEADS_PER_ROW`` and row
     ``h // HEADS_PER_ROW``, in data units of key / query *positions*: head ``h``'s key ``k`` and
     query ``q`` are drawn at ``x = origin(h)[0] + k``, ``y = origin(h)[1] + q`` (y grows down).
-    Maps are max-pooled over ``f x f`` blocks when all of them together exceed ``MAX_PIXELS``; a
-    cell then spans ``ceil(T / f) * f`` positions and the gap is a whole number of blocks, so that
+    Maps are max-pooled over ``f x f`` blocks (``state.mosaic_factor``: once all of them together
+    exceed ``MAX_PIXELS``, pooled to half that); a cell then spans ``ceil(T / f) * f`` positions and the gap is a whole number of blocks, so that
     one image of the whole mosaic has square pixels. The figure's size in px depends on the number
     of rows only: a heads step inside a row of maps changes data, never the page's layout.
     """
@@ -129,7 +139,7 @@ class HeadGrid:
 
     @classmethod
     def of(cls, T: int, H: int) -> "HeadGrid":
-        return cls(T, H, pool_factor(T, H))
+        return cls(T, H, mosaic_factor(T, H))
 
     @property
     def ncols(self) -> int:
@@ -201,12 +211,153 @@ class HeadGrid:
         """What tests read to find a head's cell: ``ap-heads:H=4 T=16 stride=19 ncols=4``."""
         return f"ap-heads:H={self.H} T={self.T} stride={self.stride} ncols={self.ncols}"
 
+    def visible(self, x0: float, x1: float, y0: float, y1: float
+                ) -> list[tuple[int, tuple[int, int], tuple[int, int]]]:
+        """The part of each map inside the data window ``x0..x1`` x ``y0..y1`` (either order):
+        ``[(head, (q0, q1), (k0, k1)), ...]`` with ``q1``/``k1`` exclusive; maps outside are left out.
+
+        A cell counts when any part of it is inside the window (the refined image covers the view).
+        """
+        vals = [float(v) for v in (x0, x1, y0, y1)]
+        if not all(math.isfinite(v) for v in vals):
+            raise ValueError(f"expected a finite window but found x0, x1, y0, y1 = {tuple(vals)}")
+        xa, xb = sorted(vals[:2])
+        ya, yb = sorted(vals[2:])
+        out = []
+        for h in range(self.H):
+            ox, oy = self.origin(h)
+            # cell k spans k - 0.5 .. k + 0.5: those overlapping the window, even in part
+            k0, k1 = max(0, math.floor(xa - ox - 0.5) + 1), min(self.T, math.ceil(xb - ox + 0.5))
+            q0, q1 = max(0, math.floor(ya - oy - 0.5) + 1), min(self.T, math.ceil(yb - oy + 0.5))
+            if k1 > k0 and q1 > q0:
+                out.append((h, (q0, q1), (k0, k1)))
+        return out
+
+
+REFINE_PIXELS = 2**18         # pixels of all refined windows of one zoom together (1 MB of float32)
+
+
+@dataclass(frozen=True)
+class Refined:
+    """What a zoom into the heads mosaic shows at a finer resolution than the overview.
+
+    Attributes:
+        heads: the heads refined; ``factors``: each one's positions per pixel side (1 = exact);
+        windows: each one's ``((q0, q1), (k0, k1))``; ``layer``: the ``"images"`` layer drawn over
+        the pooled overview (empty when the zoom shows nothing finer than the overview).
+    """
+
+    heads: tuple[int, ...]
+    factors: tuple[int, ...]
+    windows: tuple[tuple[tuple[int, int], tuple[int, int]], ...]
+    layer: Layer
+
+    @property
+    def finest(self) -> int | None:
+        """The smallest factor shown, None when nothing is refined."""
+        return min(self.factors) if self.factors else None
+
+
+def _refined_style() -> dict:
+    return dict(kdims=["key", "query"], vdims=[hv.Dimension("weight", range=(0, 1))], cmap=CMAP,
+                clim=(0, 1), no_hover=True)
+
+
+def refine_zoom(result: PlaygroundResult, window: tuple[float, float, float, float] | None,
+                pixels: int = REFINE_PIXELS) -> Refined:
+    """The maps inside the heads figure's visible ``window`` (``x0, x1, y0, y1`` in data units),
+    recomputed (``result.window``: exact weights, pooled only to fit ``pixels`` in all).
+
+    Each visible map gets ``pixels / n_visible`` pixels; a map whose visible part would not come
+    out finer than the overview keeps the overview (reset / zoomed out: nothing is computed).
+    """
+    if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
+        raise ValueError(f"expected pixels to be an int >= 1 but found pixels={pixels!r}")
+    g = HeadGrid.of(result.seq_len, result.num_heads)
+    empty = Refined((), (), (), Layer("images", arrays=(), boxes=(), style=_refined_style()))
+    if window is None or g.f == 1:
+        return empty
+    parts = g.visible(*window)
+    if not parts:
+        return empty
+    side = max(1, math.isqrt(pixels // len(parts)))
+    heads, factors, windows, arrays, boxes = [], [], [], [], []
+    for h, qr, kr in parts:
+        f = math.ceil(max(qr[1] - qr[0], kr[1] - kr[0]) / side)
+        if f >= g.f:
+            continue                                  # the overview is as fine: nothing to add
+        pm = result.window(h, qr, kr, pixels=side)   # (1, R, C), exact rows over all keys
+        ox, oy = g.origin(h)
+        left, bottom, right, top = pm.image_bounds
+        heads.append(h)
+        factors.append(pm.factor)
+        windows.append((qr, kr))
+        arrays.append(np.ascontiguousarray(pm.maps[0].numpy()))
+        boxes.append((ox + left, oy + bottom, ox + right, oy + top))
+    layer = Layer("images", arrays=tuple(arrays), boxes=tuple(boxes), style=_refined_style())
+    return Refined(tuple(heads), tuple(factors), tuple(windows), layer)
+
+
+def with_refined(frame: Frame, result: PlaygroundResult, refined: Refined) -> Frame:
+    """``heads_frame``'s frame showing ``refined`` over the overview (the overview's image is the
+    same object: a live figure resends only the refined windows), the title naming the finest
+    resolution shown."""
+    img, _, line, labels = frame.layers
+    return replace(frame, layers=(img, refined.layer, line, labels),
+                   title=_heads_title(result, refined.finest))
+
+
+def _heads_title(result: PlaygroundResult, zoom_factor: int | None = None) -> str:
+    H = result.num_heads
+    f = HeadGrid.of(result.seq_len, H).f
+    title = f"{H} head{'s' if H != 1 else ''} · query on y, key on x"
+    if f > 1:
+        title += f" · pooled: each pixel the max of {f}×{f}"
+    if zoom_factor is not None:
+        title += (" · zoom: exact weights" if zoom_factor == 1
+                  else f" · zoom: max of {zoom_factor}×{zoom_factor}")
+    return title
+
+
+EXACT_HOVER_JS = """
+const d = exact.data;
+if (d.x.length && d.x[0] === Math.round(special_vars.x) && d.y[0] === Math.round(special_vars.y))
+  return d.text[0];
+return "…";
+"""
+
+
+def exact_hover(figure, source) -> None:
+    """Let the heads figure's tooltip line ``$sx{exact}`` show the exact weight the server put in
+    ``source`` (``x``, ``y``: the cell in mosaic coordinates, ``text``: the weight) for the cell
+    under the cursor ("…" until it arrives)."""
+    from bokeh.models import CustomJSHover, HoverTool
+    fmt = CustomJSHover(args=dict(exact=source), code=EXACT_HOVER_JS)
+    for tool in figure.select(type=HoverTool):
+        tool.formatters = {**(tool.formatters or {}), "$sx": fmt}
+
+
+def zoom_tools(figure) -> None:
+    """Box zoom, wheel zoom (active on scroll), pan and reset on the heads figure, in a toolbar that
+    shows on hover (it overlays the figure: showing it lays nothing out again)."""
+    from bokeh.models import BoxZoomTool, PanTool, ResetTool, WheelZoomTool
+    wheel = WheelZoomTool()
+    figure.add_tools(BoxZoomTool(), wheel, PanTool(), ResetTool())
+    figure.toolbar.active_scroll = wheel
+    figure.toolbar.autohide = True
+    # BokehJS announces a wheel zoom (RangesUpdate) only once no wheel event came for
+    # ``lod_timeout`` ms (500 by default: half a second added to every refine)
+    figure.lod_timeout = 100
+
 
 def heads_frame(result: PlaygroundResult, query: int) -> Frame:
     """Every head's ``T x T`` map in one figure (``HeadGrid``), each with the selected-query line.
 
     The maps are the rows of one image glyph (one image per head at its place, so the gaps and
-    empty cells cost no bytes); a heads step changes the number of rows.
+    empty cells cost no bytes); a heads step changes the number of rows. They come pooled from the
+    result (``result.maps``, ``mosaic_factor``); a second image glyph, empty here, holds the
+    windows a zoom recomputes finer (``refine_zoom`` / ``with_refined``). When pooled, the tooltip
+    shows the cell's exact weight as the server computes it (``exact_hover``) next to the pixel's max.
 
     One figure instead of one per head: in the browser each figure costs a repaint and each
     figure shown or hidden lays the whole page out again, so a heads step used to cost 2 s.
@@ -214,10 +365,10 @@ def heads_frame(result: PlaygroundResult, query: int) -> Frame:
     H, T = result.num_heads, result.seq_len
     g = HeadGrid.of(T, H)
     f = g.f
-    W = result.weights.detach().float()
-    if f > 1:     # max over f x f blocks, all heads at once (numpy's strided max took 30 ms a head)
-        W = torch.nn.functional.max_pool2d(W[None], kernel_size=f, stride=f, ceil_mode=True)[0]
-    W = W.numpy()
+    if result.maps.factor != f:
+        raise ValueError(f"expected the result's maps pooled by the mosaic's factor {f} but found "
+                         f"factor {result.maps.factor}")
+    W = result.maps.maps.numpy()           # (H, ceil(T/f), ceil(T/f)): pooled where computed
     maps = tuple(np.ascontiguousarray(W[h]) for h in range(H))     # one image per head, no gaps sent
     boxes = tuple((x - 0.5, y - 0.5, x + g.cell - 0.5, y + g.cell - 0.5)
                   for x, y in (g.origin(h) for h in range(H)))
@@ -229,19 +380,13 @@ def heads_frame(result: PlaygroundResult, query: int) -> Frame:
     ticks = token_ticks(result.tokens)
     xticks = [(c * g.stride + p, lab) for c in cols for p, lab in ticks]
     yticks = [(r * g.stride + p, lab) for r in range(g.nrows) for p, lab in ticks]
-    stride = g.stride
-    tokens = [token_label(result.tokens, k) for k in range(T)]     # "k (name)": raw hover labels
-    xlabels = [""] * g.width
-    for c in cols:
-        xlabels[c * stride:c * stride + T] = tokens
-    ylabels = [""] * g.height
-    for r in range(g.nrows):
-        ylabels[r * stride:r * stride + T] = tokens
+    tokens = tuple(token_label(result.tokens, k) for k in range(T))  # "k (name)": raw hover labels
     fw, fh = g.frame_size()
     layers = (
         Layer("images", arrays=maps, boxes=boxes,
               style=dict(kdims=["key", "query"], vdims=[hv.Dimension("weight", range=(0, 1))],
                          cmap=CMAP, clim=(0, 1))),
+        Layer("images", arrays=(), boxes=(), style=_refined_style()),    # zoom windows (``refine_zoom``)
         Layer("segments", array=segs,
               style=dict(color=ACCENT, line_width=1.5, line_dash="dashed", alpha=0.9)),
         Layer("labels", array=label_xy, texts=tuple(f"head {h}" for h in range(H)),
@@ -250,15 +395,16 @@ def heads_frame(result: PlaygroundResult, query: int) -> Frame:
     )
     return Frame(
         layers=layers,
-        title=(f"{H} head{'s' if H != 1 else ''} · query on y, key on x"
-               + (f" · each pixel the max of {f}×{f}" if f > 1 else "")),
+        title=_heads_title(result),
         xlim=(-0.5, g.width - 0.5), ylim=(-0.5 - g.gap, g.height - 0.5), xticks=xticks, yticks=yticks,
         xrotation=tick_rotation(result.tokens), invert_yaxis=True,
         tooltips=[("head", "$x{head}"), ("query", "$y{custom}"), ("key", "$x{custom}"),
-                  ("max weight" if f > 1 else "weight", "@image{0.000}")],
-        hover_labels=tuple(xlabels), hover_ylabels=tuple(ylabels), hover_raw=True,
-        hover_args=dict(col=g.axis_lookup(g.width), row=g.axis_lookup(g.height), ncols=g.ncols,
-                        nheads=H),
+                  *([("weight", "@image{0.000}")] if f == 1 else
+                    [("weight (exact)", "$sx{exact}"), (f"max of {f}×{f}", "@image{0.000}")])],
+        # one map's T labels and the mosaic's arithmetic (no lookup list as long as the mosaic:
+        # Bokeh walks every list item of a changed property, 0.2 s per heads step at T=1024)
+        hover_labels=tokens, hover_raw=True,
+        hover_args=dict(stride=g.stride, T=T, ncols=g.ncols, nheads=H),
         opts=dict(frame_width=fw, frame_height=fh, xlabel="key", ylabel="query",
                   fontsize={"title": "11pt", "xticks": "8pt", "yticks": "8pt"}),
     )
@@ -269,8 +415,8 @@ def heads_with_query(frame: Frame, result: PlaygroundResult, query: int) -> Fram
     object, so a live figure resends only the lines)."""
     T, g = result.seq_len, HeadGrid.of(result.seq_len, result.num_heads)
     segs = g.query_lines(min(max(query, 0), T - 1))
-    img, line, labels = frame.layers
-    return replace(frame, layers=(img, replace(line, array=segs), labels))
+    img, refined, line, labels = frame.layers
+    return replace(frame, layers=(img, refined, replace(line, array=segs), labels))
 
 
 def head_heatmap(result: PlaygroundResult, head: int, query: int | None = None) -> hv.Element:
@@ -300,7 +446,7 @@ def query_frame(result: PlaygroundResult, query: int) -> Frame:
     """Heads x keys for one query: row ``h`` is how query ``query`` spreads its weight in head ``h``."""
     H, T = result.num_heads, result.seq_len
     query = min(max(query, 0), T - 1)
-    A = result.weights[:, query, :].numpy()                              # (H, T)
+    A = result.row(query).numpy()                                        # (H, T), exact
     return Frame(
         layers=(map_layer(A, 1, ["key", "head"], hv.Dimension("weight", range=(0, 1)), CMAP),),
         title=f"Query {token_label(result.tokens, query)}: weight on each key, per head",
@@ -426,8 +572,8 @@ def single_token_bars(steps: SingleTokenSteps, tokens: tuple[str, ...]) -> hv.La
 def mask_frame(result: PlaygroundResult, *, size: int = 180) -> Frame:
     """The keep-mask that was applied: blue = may attend, grey = blocked."""
     T = result.seq_len
-    f = pool_factor(T, 1, MAX_PIXELS // 4)
-    A = pooled(result.mask.numpy().astype(np.float32), f)
+    f = pool_factor(T, 1, MAX_PIXELS // 16)          # 256 px a side for a 180 px figure
+    A = result.keep_pooled(f)                                            # never the (T, T) mask
     ticks = token_ticks(result.tokens)
     return Frame(
         layers=(map_layer(A, f, ["key", "query"], "keep", [BLOCKED_COLOR, KEEP_COLOR]),),
@@ -445,13 +591,15 @@ def mask_image(result: PlaygroundResult) -> hv.Image:
     return to_element(mask_frame(result))
 
 
-def invariance_frame(result: PlaygroundResult, *, width: int = 380) -> Frame:
+def invariance_frame(result: PlaygroundResult, *, width: int = 380,
+                     max_bars: int | None = None) -> Frame:
     """max |output difference| at every position after perturbing every token after ``L``.
 
     Positions ``0..L`` (shaded) must stay at 0 for a causal model: drawn green where they moved
     at most ``atol``, red (a violation) where they moved more. Positions after ``L`` (orange) are
     where the inputs changed, so their outputs normally move. The red layer comes last, so the
-    first five layers (shading, green, orange, L line, label) keep their places.
+    first five layers (shading, green, orange, L line, label) keep their places. ``max_bars``
+    (the live view: ``MAX_BARS``): above it one bar per ``f`` positions, their max.
     """
     inv = result.invariance
     L, T = inv.prefix, result.seq_len
@@ -460,25 +608,44 @@ def invariance_frame(result: PlaygroundResult, *, width: int = 380) -> Frame:
     violated = (idx <= L) & (d > inv.atol)
     top = float(max(d.max(initial=0.0), 1e-3)) * 1.15
     dims = dict(kdims=["position"], vdims=["diff"])
+    # More bars than pixels only cost the browser (each is rasterized on every repaint: 0.2 s at
+    # T=4096): above MAX_BARS, one bar per f positions, the max of them (the title says so).
+    f = 1 if max_bars is None else math.ceil(T / max_bars)
+
+    def bars(values: np.ndarray) -> np.ndarray:
+        return _max_bins(values.astype(np.float32), f)
+
     layers = (
         Layer("vspan", lo=-0.5, hi=L + 0.5, style=dict(color=SAME_COLOR, alpha=0.08)),
-        Layer("bars", values=np.where((idx <= L) & ~violated, d, 0.0).astype(np.float32),
+        Layer("bars", values=bars(np.where((idx <= L) & ~violated, d, 0.0)), bin=f,
               style=dict(color=SAME_COLOR, line_color=None, **dims)),
-        Layer("bars", values=np.where(idx > L, d, 0.0).astype(np.float32),
+        Layer("bars", values=bars(np.where(idx > L, d, 0.0)), bin=f,
               style=dict(color=CHANGED_COLOR, line_color=None, **dims)),
         Layer("vline", pos=L + 0.5, style=dict(color="#334155", line_dash="dashed", line_width=1.5)),
         Layer("text", x=L + 0.5, y=top * 0.93, text=f" L = {L}",
               style=dict(halign="left", text_font_size="9pt", text_color="#334155")),
-        Layer("bars", values=np.where(violated, d, 0.0).astype(np.float32),
+        Layer("bars", values=bars(np.where(violated, d, 0.0)), bin=f,
               style=dict(color=VIOLATION_COLOR, line_color=None, **dims)),
     )
     return Frame(
-        layers=layers, title="Output change per position (0..L must be 0)", xlim=(-0.5, T - 0.5),
+        layers=layers, title="Output change per position (0..L must be 0)"
+                             + (f" · each bar the max of {f}" if f > 1 else ""), xlim=(-0.5, T - 0.5),
         ylim=(0.0, top), xticks=token_ticks(result.tokens), xrotation=tick_rotation(result.tokens),
         tooltips=[("position", "@position"), ("max |Δ output|", "@top{0.00e0}")],
         opts=dict(frame_width=width, frame_height=180, xlabel="position", ylabel="max |Δ output|",
                   fontsize={"title": "10pt"}),
     )
+
+
+MAX_BARS = 512                # bars of a per-position chart before positions are binned (max)
+
+
+def _max_bins(values: np.ndarray, f: int) -> np.ndarray:
+    """``(ceil(n / f),)``: the max of every ``f`` values (``f = 1``: ``values``)."""
+    if f == 1:
+        return values
+    pad = -len(values) % f
+    return np.pad(values, (0, pad)).reshape(-1, f).max(axis=1)
 
 
 def invariance_chart(result: PlaygroundResult) -> hv.Overlay:

@@ -11,6 +11,13 @@ Shape legend: ``H`` heads, ``T`` positions (queries = keys, self-attention), ``D
 ``E = H * D`` model size.
 
 Masks are keep-masks (``True`` = may attend), as everywhere in this project.
+
+Long contexts: ``seq_len`` goes up to ``MAX_SEQ_LEN`` (4096) on the CPU and ``MAX_SEQ_LEN_CUDA``
+(16384) when ``device`` resolves to a CUDA device. Above ``FULL_WEIGHTS_CELLS`` weights in all
+(``T * T * H``) the result never holds the full ``(H, T, T)`` maps: it holds the heads mosaic
+max-pooled on the compute device (``attention.longcontext.pooled_attention_maps``, tile by tile),
+and computes on demand the exact row of a query (``row``), a zoom window (``window``) and one weight
+(``weight``); output and invariance come from the fused ``need_weights=False`` path.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import numpy as np
 import param
 import torch
 from torch import Tensor
@@ -32,11 +40,24 @@ from attention import (
     max_future_weight,
     single_token_attention,
 )
+from attention.longcontext import (
+    PooledMaps,
+    attention_row,
+    attention_window,
+    exact_weight,
+    pooled_attention_maps,
+    resolve_device,
+)
 
 from ..common.recompute import Recomputing
 
 __all__ = [
+    "DEVICES",
+    "FULL_WEIGHTS_CELLS",
     "MAX_SEQ_LEN",
+    "MAX_SEQ_LEN_CUDA",
+    "max_seq_len",
+    "mosaic_factor",
     "PlaygroundResult",
     "PlaygroundState",
     "SingleTokenSteps",
@@ -47,7 +68,12 @@ __all__ = [
     "words_of",
 ]
 
-MAX_SEQ_LEN = 1024
+MAX_SEQ_LEN = 4096            # on the CPU
+MAX_SEQ_LEN_CUDA = 16384      # when the computation runs on a CUDA device
+DEVICES = ("auto", "cpu", "cuda")
+FULL_WEIGHTS_CELLS = 2**20    # T*T*H up to which the result holds the full (H, T, T) weights
+POOLED_MAP_PIXELS = 2**19     # pixels of all head maps together once the mosaic is pooled
+ROW_CACHE = 8                 # exact query rows kept per result (a query change is a row computation)
 MAX_HEADS = 16
 MAX_HEAD_DIM = 128
 WEIGHT_GAIN = 1.5          # std of projection weights is WEIGHT_GAIN / sqrt(fan_in): visible patterns
@@ -65,12 +91,27 @@ def words_of(text: str) -> list[str]:
     return _INVISIBLE.sub(" ", text).split()
 
 
-def tokenize(text: str, seq_len: int) -> tuple[str, ...]:
-    """Words of ``text`` (at most ``MAX_SEQ_LEN``), or ``tok_0 .. tok_{T-1}`` if it has none."""
+def tokenize(text: str, seq_len: int, limit: int = MAX_SEQ_LEN) -> tuple[str, ...]:
+    """Words of ``text`` (at most ``limit``), or ``tok_0 .. tok_{T-1}`` if it has none."""
     words = words_of(text)
     if words:
-        return tuple(words[:MAX_SEQ_LEN])
+        return tuple(words[:limit])
     return tuple(f"tok_{i}" for i in range(seq_len))
+
+
+def max_seq_len(device: str | torch.device = "auto") -> int:
+    """The longest sequence the Playground computes on ``device``: 4096 on the CPU, 16384 on CUDA."""
+    return MAX_SEQ_LEN_CUDA if resolve_device(device).type == "cuda" else MAX_SEQ_LEN
+
+
+def mosaic_factor(T: int, H: int) -> int:
+    """Positions per pixel side ``f`` of the heads mosaic: 1 while all maps fit
+    ``FULL_WEIGHTS_CELLS`` pixels, else ``ceil(T / side)`` with ``H * side**2 <= POOLED_MAP_PIXELS``
+    (T=1024, H=16: 6; T=4096, H=8: 16)."""
+    if T * T * H <= FULL_WEIGHTS_CELLS:
+        return 1
+    side = max(1, math.isqrt(POOLED_MAP_PIXELS // max(1, H)))
+    return 1 if T <= side else math.ceil(T / side)
 
 
 @lru_cache(maxsize=8192)
@@ -128,13 +169,18 @@ class PlaygroundResult:
         x: ``(T, E)`` input embeddings.
         q, k, v: ``(H, T, D)`` per-head queries, keys and values.
         weights: ``(H, T, T)`` attention weights, ``weights[h, i, j]`` = how much query ``i``
-            reads from key ``j`` in head ``h``; rows sum to 1.
+            reads from key ``j`` in head ``h``; rows sum to 1. ``None`` above
+            ``FULL_WEIGHTS_CELLS`` (a long context): use ``maps``, ``row``, ``window``, ``weight``.
         output: ``(T, E)`` the module's output.
-        mask: ``(T, T)`` bool keep-mask that was applied (all ``True`` when not causal).
+        mask: ``(T, T)`` bool keep-mask that was applied (all ``True`` when not causal); ``None``
+            with ``weights``: use ``keep_row`` / ``keep_pooled``.
         causal: whether the causal mask was on.
         max_future_weight: the largest weight any query puts on a later key.
         invariance: :class:`attention.InvarianceResult` for the current prefix ``L``:
             ``.max_diff`` over positions ``0..L`` and ``.position_diff (T,)`` at every position.
+        maps: :class:`attention.longcontext.PooledMaps`, every head's map max-pooled by
+            ``mosaic_factor(T, H)`` (``maps.maps (H, ceil(T/f), ceil(T/f))``; ``f = 1``: exact).
+        device: where the attention maps are computed (``"cpu"`` or ``"cuda[:N]"``).
         seed, position_scale, text: the other parameters this result was computed from.
     """
 
@@ -143,15 +189,18 @@ class PlaygroundResult:
     q: Tensor = field(repr=False)
     k: Tensor = field(repr=False)
     v: Tensor = field(repr=False)
-    weights: Tensor = field(repr=False)
+    weights: Tensor | None = field(repr=False)
     output: Tensor = field(repr=False)
-    mask: Tensor = field(repr=False)
+    mask: Tensor | None = field(repr=False)
     causal: bool
     max_future_weight: float
     invariance: InvarianceResult
+    maps: PooledMaps = field(repr=False)
+    device: str = "cpu"
     seed: int = 0
     position_scale: float = 0.5
     text: str = ""
+    _rows: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def seq_len(self) -> int:
@@ -159,7 +208,7 @@ class PlaygroundResult:
 
     @property
     def num_heads(self) -> int:
-        return self.weights.shape[0]
+        return self.q.shape[0]
 
     @property
     def head_dim(self) -> int:
@@ -170,6 +219,11 @@ class PlaygroundResult:
         return self.invariance.prefix
 
     @property
+    def long(self) -> bool:
+        """``True`` when the full weights are not held (``weights is None``)."""
+        return self.weights is None
+
+    @property
     def no_lookahead(self) -> bool:
         """No weight above ``FUTURE_ATOL`` on any future key."""
         return self.max_future_weight <= FUTURE_ATOL
@@ -178,6 +232,74 @@ class PlaygroundResult:
     def passed(self) -> bool:
         """The verdict shown as PASS/FAIL: no weight on the future and outputs ``0..L`` unchanged."""
         return self.no_lookahead and self.invariance.passed
+
+    # -- what the views compute on demand (exact, never from pooled pixels) ---------------------
+    @property
+    def _mask_mode(self) -> str | None:
+        return "causal" if self.causal else None
+
+    def _check_index(self, name: str, value: object, n: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n:
+            raise ValueError(f"expected {name} in 0..{n - 1} but found {name}={value!r}")
+        return value
+
+    def keep_row(self, query: int) -> Tensor:
+        """``(T,)`` bool: the keep-mask row of ``query`` (``True`` = may attend)."""
+        T = self.seq_len
+        i = self._check_index("query", query, T)
+        if self.mask is not None:
+            return self.mask[i]
+        return torch.arange(T) <= i if self.causal else torch.ones(T, dtype=torch.bool)
+
+    def keep_pooled(self, f: int) -> np.ndarray:
+        """``(ceil(T/f), ceil(T/f))`` float32: the keep-mask max-pooled over ``f x f`` blocks (zeros
+        past the edges), without building the ``(T, T)`` mask: block ``(r, c)`` holds a kept cell
+        iff ``c <= r`` under the causal mask."""
+        if isinstance(f, bool) or not isinstance(f, int) or f < 1:
+            raise ValueError(f"expected f to be an int >= 1 but found f={f!r}")
+        n = math.ceil(self.seq_len / f)
+        if not self.causal:
+            return np.ones((n, n), dtype=np.float32)
+        return np.tril(np.ones((n, n), dtype=np.float32))
+
+    def row(self, query: int) -> Tensor:
+        """``(H, T)``: query ``query``'s exact weights over every key in every head.
+
+        From ``weights`` when held, else one row computation (``attention_row``), cached: a change
+        of the selected query never recomputes the maps.
+        """
+        i = self._check_index("query", query, self.seq_len)
+        if self.weights is not None:
+            return self.weights[:, i, :]
+        cached = self._rows.get(i)
+        if cached is None:
+            cached = attention_row(self.q, self.k, i, mask=self._mask_mode, device=self.device)
+            if len(self._rows) >= ROW_CACHE:
+                self._rows.pop(next(iter(self._rows)))
+            self._rows[i] = cached
+        return cached
+
+    def window(self, head: int, q_range: tuple[int, int], k_range: tuple[int, int],
+               pixels: int = 512) -> PooledMaps:
+        """Head ``head``'s weights of queries ``q0:q1`` x keys ``k0:k1``, exact when the window fits
+        ``pixels`` a side, else max-pooled (``attention_window``; rows normalised over all keys).
+
+        Returns:
+            ``PooledMaps`` with ``maps (1, R, C)``.
+        """
+        h = self._check_index("head", head, self.num_heads)
+        return attention_window(self.q[h:h + 1], self.k[h:h + 1], q_range=q_range, k_range=k_range,
+                                mask=self._mask_mode, pixels=pixels, device=self.device)
+
+    def weight(self, head: int, query: int, key: int) -> float:
+        """The exact weight of ``query`` on ``key`` in ``head`` (``exact_weight``; hover)."""
+        h = self._check_index("head", head, self.num_heads)
+        i = self._check_index("query", query, self.seq_len)
+        j = self._check_index("key", key, self.seq_len)
+        if self.weights is not None:
+            return float(self.weights[h, i, j])
+        return float(exact_weight(self.q[h:h + 1], self.k[h:h + 1], i, j, mask=self._mask_mode,
+                                  device=self.device)[0])
 
 
 @dataclass(frozen=True, eq=False)
@@ -215,7 +337,7 @@ def single_token_steps(result: PlaygroundResult, head: int, query: int) -> Singl
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n:
             raise ValueError(f"expected {name} in 0..{n - 1} but found {name}={value!r}")
     q, k, v = result.q[head, query], result.k[head], result.v[head]  # (D,), (T, D), (T, D)
-    keep = result.mask[query]                                        # (T,)
+    keep = result.keep_row(query)                                    # (T,)
     scale = 1.0 / math.sqrt(result.head_dim)
     raw = k @ q                                                      # (T, D) @ (D,) -> (T,)
     output, weights = single_token_attention(q, k, v, mask=keep)     # (D,), (T,)
@@ -234,9 +356,9 @@ class _Index(param.Integer):
 
     __slots__ = ["hard_bounds"]
 
-    def __init__(self, default=0, *, hard_bounds: tuple[int, int], **params):
+    def __init__(self, default=0, *, hard_bounds: tuple[int, int], bounds=None, **params):
         self.hard_bounds = hard_bounds           # before super(): it validates the default
-        super().__init__(default=default, bounds=hard_bounds, **params)
+        super().__init__(default=default, bounds=bounds or hard_bounds, **params)
 
     def _validate(self, val) -> None:
         self._validate_value(val, self.allow_None)
@@ -263,8 +385,10 @@ class PlaygroundState(Recomputing):
     past the new end clamps to it, as when T shrinks.
     """
 
-    seq_len = param.Integer(default=16, bounds=(1, MAX_SEQ_LEN), label="Sequence length T", doc="""
-        Number of tokens T (queries = keys). Follows the word count while the text box is used.""")
+    seq_len = _Index(default=16, hard_bounds=(1, MAX_SEQ_LEN_CUDA), bounds=(1, MAX_SEQ_LEN),
+                     label="Sequence length T", doc="""
+        Number of tokens T (queries = keys): up to 4096 on the CPU, 16384 on a CUDA device. Follows
+        the word count while the text box is used.""")
     num_heads = param.Integer(default=4, bounds=(1, MAX_HEADS), label="Heads H", doc="""
         Number of attention heads H; each gets its own T x T map.""")
     head_dim = param.Integer(default=16, bounds=(1, MAX_HEAD_DIM), label="Head dimension D", doc="""
@@ -272,10 +396,10 @@ class PlaygroundState(Recomputing):
     causal = param.Boolean(default=True, label="Causal mask", doc="""
         Block every key after its query (lower-triangular keep-mask). Off = full attention,
         and the invariance check must fail.""")
-    prefix = _Index(default=7, hard_bounds=(0, MAX_SEQ_LEN - 1), label="Prefix L", doc="""
+    prefix = _Index(default=7, hard_bounds=(0, MAX_SEQ_LEN_CUDA - 1), label="Prefix L", doc="""
         Invariance experiment: every token after position L is replaced by random values and the
         outputs at positions 0..L are compared. Stays within 0..T-1.""")
-    query = _Index(default=7, hard_bounds=(0, MAX_SEQ_LEN - 1), label="Selected query", doc="""
+    query = _Index(default=7, hard_bounds=(0, MAX_SEQ_LEN_CUDA - 1), label="Selected query", doc="""
         The query position shown in the per-query and step-by-step views (tap a heatmap row to
         pick one). Stays within 0..T-1.""")
     view_head = _Index(default=0, hard_bounds=(0, MAX_HEADS - 1), label="Head (step by step)", doc="""
@@ -285,8 +409,11 @@ class PlaygroundState(Recomputing):
         torch.Generator: the same seed always gives the same weights).""")
     text = param.String(default="", label="Text (optional)", doc="""
         A sentence whose whitespace tokens become the sequence and label the axes (T follows, at
-        most 1024 words). Empty: tokens tok_0 .. tok_{T-1}. The same word always gets the same
+        most 4096 words on the CPU). Empty: tokens tok_0 .. tok_{T-1}. The same word always gets the same
         embedding.""")
+    device = param.Selector(default="auto", objects=list(DEVICES), label="Device", doc="""
+        Where the attention maps are computed: auto (CUDA when available, else the CPU), cpu or
+        cuda. Long maps are reduced there tile by tile and only their pixels come back.""")
     position_scale = param.Number(default=0.5, bounds=(0.0, 2.0), step=0.05, label="Position signal",
                                   doc="""
         How strongly the position (sinusoidal encoding) is added to each token's embedding.
@@ -295,7 +422,8 @@ class PlaygroundState(Recomputing):
     result = param.ClassSelector(class_=PlaygroundResult, constant=True, precedence=-1, doc="""
         The computed state for the current parameters (read-only).""")
 
-    _core_params = ("seq_len", "num_heads", "head_dim", "causal", "seed", "text", "position_scale")
+    _core_params = ("seq_len", "num_heads", "head_dim", "causal", "seed", "text", "position_scale",
+                    "device")
     _inputs = (*_core_params, "prefix", "query", "view_head")
 
     def __init__(self, **params):
@@ -317,11 +445,25 @@ class PlaygroundState(Recomputing):
         if name == "view_head":
             return self.num_heads
         words = words_of(self.text)
-        return min(len(words), MAX_SEQ_LEN) if words else self.seq_len
+        return min(len(words), self.seq_len_limit) if words else self.seq_len
+
+    @property
+    def seq_len_limit(self) -> int:
+        """The longest ``seq_len`` on the current ``device`` (4096 on the CPU, 16384 on CUDA)."""
+        return max_seq_len(self.device)
 
     def _on_inputs(self, *events) -> None:
         """After a batch: refuse an index set alone beyond its bounds, else clamp and recompute."""
         changed = {e.name for e in events}
+        try:
+            limit = self.seq_len_limit                     # an unusable device raises ValueError
+            if "seq_len" in changed and not words_of(self.text) and self.seq_len > limit:
+                raise ValueError(f"expected seq_len in 1..{limit} on device={self.device!r} "
+                                 f"({MAX_SEQ_LEN} on the CPU, {MAX_SEQ_LEN_CUDA} on CUDA) but "
+                                 f"found seq_len={self.seq_len}")
+        except ValueError:
+            self.param.update({e.name: e.old for e in events})    # the whole batch is undone
+            raise
         bad = [e for e in events if e.name in self._INDEX_SIZES
                and not changed & set(self._INDEX_SIZES[e.name])
                and e.new > self._size_after(e.name) - 1]
@@ -338,14 +480,21 @@ class PlaygroundState(Recomputing):
     def _sync_dependent(self) -> None:
         """Text -> seq_len (constant while text is used); clamp prefix/query/view_head into range."""
         words = words_of(self.text)
+        limit = self.seq_len_limit
+        self.param.seq_len.bounds = (1, limit)
         if words:
-            n = min(len(words), MAX_SEQ_LEN)
+            n = min(len(words), limit)
             self.param.seq_len.constant = True
             if self.seq_len != n:
                 with param.edit_constant(self):
                     self.seq_len = n
         elif self.param.seq_len.constant:
             self.param.seq_len.constant = False
+        if not words and self.seq_len > limit:
+            if self._core_key is None:                     # the constructor's own values
+                raise ValueError(f"expected seq_len in 1..{limit} on device={self.device!r} but "
+                                 f"found seq_len={self.seq_len}")
+            self.seq_len = limit                           # the device changed: clamp
         T, H = self.seq_len, self.num_heads
         self.param.prefix.bounds = (0, T - 1)
         self.param.query.bounds = (0, T - 1)
@@ -358,8 +507,9 @@ class PlaygroundState(Recomputing):
     def _recompute(self) -> None:
         """Bring ``result`` up to date (called by ``refresh()``, latest wins, see ``Recomputing``)."""
         self._sync_dependent()
-        core_key = (tokenize(self.text, self.seq_len), self.num_heads, self.head_dim, self.causal,
-                    self.seed, float(self.position_scale))
+        core_key = (tokenize(self.text, self.seq_len, self.seq_len_limit), self.num_heads,
+                    self.head_dim, self.causal, self.seed, float(self.position_scale),
+                    str(resolve_device(self.device)))
         inv_key = core_key + (self.prefix,)
         if core_key == self._core_key and inv_key == self._inv_key:
             return
@@ -375,38 +525,77 @@ class PlaygroundState(Recomputing):
                                            seed=core_key[4], position_scale=core_key[5], text=self.text)
 
     # -- the computation ----------------------------------------------------------------------
-    def _get_model(self, H: int, D: int, seed: int) -> MultiHeadAttention:
-        if self._model_key != (H, D, seed):
-            self._model = build_model(H, D, seed)
-            self._model_key = (H, D, seed)
+    def _get_model(self, H: int, D: int, seed: int, device: str = "cpu") -> MultiHeadAttention:
+        if self._model_key != (H, D, seed, device):
+            self._model = build_model(H, D, seed).to(device)
+            self._model_key = (H, D, seed, device)
         return self._model
 
     @property
     def model(self) -> MultiHeadAttention:
-        """The ``MultiHeadAttention`` behind the current result (weights from ``seed``)."""
-        return self._get_model(self.num_heads, self.head_dim, self.seed)
+        """The ``MultiHeadAttention`` behind the current result (weights from ``seed``), on the
+        result's device."""
+        device = self._core_key[6] if self._core_key else "cpu"
+        return self._get_model(self.num_heads, self.head_dim, self.seed, device)
 
-    def _compute_core(self, tokens, H, D, causal, seed, position_scale) -> dict:
+    def _compute_core(self, tokens, H, D, causal, seed, position_scale, device) -> dict:
         T, E = len(tokens), H * D
-        model = self._get_model(H, D, seed)
-        x = embed_tokens(tokens, E, position_scale)                          # (T, E)
-        keep = make_causal_mask(T, dtype=torch.bool) if causal else torch.ones(T, T, dtype=torch.bool)
+        model = self._get_model(H, D, seed, device)
+        x = embed_tokens(tokens, E, position_scale)                          # (T, E) on the CPU
+        f = mosaic_factor(T, H)
+        if T * T * H <= FULL_WEIGHTS_CELLS:      # read here: tests lower it to take the long path
+            keep = make_causal_mask(T, dtype=torch.bool) if causal else torch.ones(T, T, dtype=torch.bool)
+            xd = x.to(device)
+            with torch.no_grad():
+                output, weights = model(xd, mask=keep.to(device) if causal else None)  # (T, E), (H, T, T)
+                q, k, v = (proj(xd).view(T, H, D).transpose(0, 1).contiguous().cpu()
+                           for proj in (model.q_proj, model.k_proj, model.v_proj))  # 3 x (H, T, D)
+            weights, output = weights.cpu(), output.cpu()
+            pix = weights if f == 1 else torch.nn.functional.max_pool2d(
+                weights[None], kernel_size=f, stride=f, ceil_mode=True)[0]      # (H, ceil(T/f), ..)
+            mfw = max_future_weight(weights)
+            maps = PooledMaps(pix, f, (0, T), (0, T), "max", mfw)
+            return dict(tokens=tokens, x=x, q=q, k=k, v=v, weights=weights, output=output,
+                        mask=keep, causal=causal, max_future_weight=mfw, maps=maps, device=device)
+        # A long context: never the (H, T, T) weights. Projections once, the maps tile by tile on
+        # the device (each tile soft-maxed over its full key rows, then max-pooled to pixels), the
+        # output through the fused kernel.
+        xd = x.to(device)
         with torch.no_grad():
-            output, weights = model(x, mask=keep if causal else None)       # (T, E), (H, T, T)
-            q = model.q_proj(x).view(T, H, D).transpose(0, 1)                # (H, T, D)
-            k = model.k_proj(x).view(T, H, D).transpose(0, 1)                # (H, T, D)
-            v = model.v_proj(x).view(T, H, D).transpose(0, 1)                # (H, T, D)
-        return dict(tokens=tokens, x=x, q=q.contiguous(), k=k.contiguous(), v=v.contiguous(),
-                    weights=weights, output=output, mask=keep, causal=causal,
-                    max_future_weight=max_future_weight(weights))
+            qd, kd, vd = (proj(xd).view(T, H, D).transpose(0, 1).contiguous()
+                          for proj in (model.q_proj, model.k_proj, model.v_proj))   # 3 x (H, T, D)
+            maps = pooled_attention_maps(qd, kd, mask="causal" if causal else None,
+                                         pixels=math.ceil(T / f))
+            # what model(xd, is_causal=causal, need_weights=False) computes, from these q, k, v
+            ctx = torch.nn.functional.scaled_dot_product_attention(
+                qd[None], kd[None], vd[None], is_causal=causal)[0]              # (H, T, D)
+            output = model.out_proj(ctx.transpose(0, 1).reshape(T, E)).cpu()    # (T, E)
+        return dict(tokens=tokens, x=x, q=qd.cpu(), k=kd.cpu(), v=vd.cpu(), weights=None,
+                    output=output, mask=None, causal=causal,
+                    max_future_weight=maps.max_future_weight, maps=maps, device=device)
 
     def _compute_invariance(self, prefix: int) -> InvarianceResult:
         core = self._core
-        model = self._get_model(core["q"].shape[0], core["q"].shape[2], self._core_key[4])
+        device = self._core_key[6]
+        model = self._get_model(core["q"].shape[0], core["q"].shape[2], self._core_key[4], device)
         gen = torch.Generator().manual_seed(self._core_key[4] + 1)
         self.n_invariance_checks += 1
-        return check_output_invariance(model, core["x"][None], prefix,
-                                       mask=core["mask"] if core["causal"] else None, generator=gen)
+        xb = core["x"][None]                                                 # (1, T, E)
+        if core["weights"] is not None:
+            return check_output_invariance(model, xb, prefix,
+                                           mask=core["mask"].to(device) if core["causal"] else None,
+                                           generator=gen)
+        causal, output = core["causal"], core["output"]
+
+        def fused(inp: Tensor) -> Tensor:
+            """The model through the fused kernel (no weights); the unperturbed input's output is
+            the one already computed."""
+            if inp is xb:
+                return output[None]
+            with torch.no_grad():
+                return model(inp.to(device), is_causal=causal, need_weights=False)[0].cpu()
+
+        return check_output_invariance(fused, xb, prefix, generator=gen)
 
     def invariance_at(self, prefix: int) -> InvarianceResult:
         """The invariance check for another prefix on the current input (not cached)."""

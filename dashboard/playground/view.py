@@ -23,7 +23,8 @@ import hashlib
 from io import BytesIO
 
 import panel as pn
-from bokeh.events import Tap
+from bokeh.events import MouseMove, RangesUpdate, Tap
+from bokeh.models import ColumnDataSource
 
 from ..common.frames import Frame
 from ..common.lazy import BuiltWhenShown
@@ -42,7 +43,7 @@ from ..common.panes import (
 from ..common.style import CSS, SECTION_STYLES
 from . import plots
 from .export import export_html
-from .state import MAX_SEQ_LEN, PlaygroundResult, PlaygroundState, single_token_steps, words_of
+from .state import PlaygroundResult, PlaygroundState, single_token_steps, words_of
 from .text import TEXT
 
 __all__ = ["AttentionPlayground", "PlaygroundView", "WIDGETS"]
@@ -74,6 +75,12 @@ def state_id(r: PlaygroundResult, query: int, view_head: int) -> str:
     return (f"T={r.seq_len} H={r.num_heads} D={r.head_dim} causal={int(r.causal)} seed={r.seed} "
             f"L={r.prefix} q={min(query, r.seq_len - 1)} head={min(view_head, r.num_heads - 1)} "
             f"pos={r.position_scale:g} text={text}")
+
+
+class _Zoom:
+    """The pseudo-event a zoom sends down the update pipeline (``show`` sees ``"zoom"``)."""
+
+    name = "zoom"
 
 
 class PlaygroundView(LiveView):
@@ -124,6 +131,15 @@ class PlaygroundView(LiveView):
         self._heads_frame = plots.heads_frame(r, self._q)
         self.heads_plot = LivePlot(self._heads_frame)
         self.heads_plot.figure.on_event(Tap, self._on_tap_query)
+        # zoom sharpens: the visible window is recomputed finer (``plots.refine_zoom``); hover
+        # names the exact weight of the cell under the cursor, computed here (``_on_hover``)
+        self._zoom: tuple[float, float, float, float] | None = None
+        self.refined = plots.refine_zoom(r, None)
+        self.exact_source = ColumnDataSource(data=dict(x=[], y=[], text=[]))
+        plots.zoom_tools(self.heads_plot.figure)
+        plots.exact_hover(self.heads_plot.figure, self.exact_source)
+        self.heads_plot.figure.on_event(RangesUpdate, self._on_zoom)
+        self.heads_plot.figure.on_event(MouseMove, self._on_hover)
         self.heads_box = wrap_row(self.colorbar, figure_pane(self.heads_plot.figure, "ap-heads-map"),
                                   css_classes=["ap-heads"], sizing_mode="stretch_width")
 
@@ -139,7 +155,7 @@ class PlaygroundView(LiveView):
         self.mask_plot = LivePlot(plots.mask_frame(r))
         self._mask_key = (r.seq_len, r.causal, r.tokens)
         self.mask_pane = figure_pane(self.mask_plot.figure, "ap-mask")
-        self.invariance_plot = LivePlot(plots.invariance_frame(r))
+        self.invariance_plot = LivePlot(plots.invariance_frame(r, max_bars=plots.MAX_BARS))
         self.inv_pane = figure_pane(self.invariance_plot.figure, "ap-invariance-chart")
         self.verdict = LiveHTML(plots.verdict_html(r), css_classes=["ap-verdict-pane"],
                                     stylesheets=[CSS])
@@ -172,13 +188,23 @@ class PlaygroundView(LiveView):
         r, query, view_head = self.pg.result, self.pg.query, self.pg.view_head
         q, head = min(query, r.seq_len - 1), min(view_head, r.num_heads - 1)
         last = self._last
-        new_weights = r.weights is not last.weights
+        new_weights = r.maps is not last.maps            # a new core computation
+        zoomed = "zoom" in changed
         if new_weights:
-            self._heads_frame = plots.heads_frame(r, q)
+            frame = plots.heads_frame(r, q)
+            if (frame.xlim, frame.ylim) != (self._heads_frame.xlim, self._heads_frame.ylim):
+                self._zoom = None                         # the figure goes back to the overview
+            self._heads_frame, zoomed = frame, self._zoom is not None
         elif q != self._q:
             self._heads_frame = plots.heads_with_query(self._heads_frame, r, q)
-        if new_weights or q != self._q:
+        if zoomed:
+            self.refined = plots.refine_zoom(r, self._zoom)
+            self._heads_frame = plots.with_refined(self._heads_frame, r, self.refined)
+        elif new_weights:
+            self.refined = plots.refine_zoom(r, None)
+        if new_weights or q != self._q or zoomed:
             self.heads_plot.update(self._heads_frame)
+        if new_weights or q != self._q:
             self.query_plot.update(plots.query_frame(r, q))
         if new_weights or q != self._q or head != self._head:
             for live, frame in zip(self.single_plots, self._single_frames(r, head, q)):
@@ -187,7 +213,7 @@ class PlaygroundView(LiveView):
             self._mask_key = (r.seq_len, r.causal, r.tokens)
             self.mask_plot.update(plots.mask_frame(r))
         if r is not last:
-            self.invariance_plot.update(plots.invariance_frame(r))
+            self.invariance_plot.update(plots.invariance_frame(r, max_bars=plots.MAX_BARS))
             self.verdict.object = plots.verdict_html(r)
             self.stats.object = plots.invariance_summary_html(r)
         self._last, self._q, self._head = r, q, head
@@ -205,8 +231,8 @@ class PlaygroundView(LiveView):
 
     def _on_text(self, event) -> None:
         n = len(words_of(event.new))
-        self.notify(f"Your text has {n} words: the first {MAX_SEQ_LEN} are used."
-                    if n > MAX_SEQ_LEN else "")
+        limit = self.pg.seq_len_limit
+        self.notify(f"Your text has {n} words: the first {limit} are used." if n > limit else "")
 
     def _on_tap_query(self, event) -> None:
         """A click on a head's map selects the query of that row."""
@@ -215,6 +241,40 @@ class PlaygroundView(LiveView):
         if cell is not None:
             self.pg.query = cell[1]
 
+    def _on_zoom(self, event) -> None:
+        """A zoom, pan or reset of the heads figure: show its visible window finer (or, back at the
+        overview, drop the refined windows) through the update pipeline."""
+        window = (event.x0, event.x1, event.y0, event.y1)
+        if any(v is None for v in window):
+            return
+        g = plots.HeadGrid.of(self._last.seq_len, self._last.num_heads)
+        xlim, ylim = self._heads_frame.xlim, self._heads_frame.ylim
+        overview = (min(window[:2]) <= xlim[0] + 0.5 and max(window[:2]) >= xlim[1] - 0.5
+                    and min(window[2:]) <= ylim[0] + 0.5 and max(window[2:]) >= ylim[1] - 0.5)
+        zoom = None if overview or g.f == 1 else tuple(float(v) for v in window)
+        if zoom == self._zoom:
+            return
+        self._zoom = zoom
+        self.request_update(_Zoom())
+
+    def _on_hover(self, event) -> None:
+        """The cursor over the heads figure: put the exact weight of the cell under it where the
+        tooltip reads it (one weight computed per new cell; the pooled pixel is not used)."""
+        r = self._last
+        g = plots.HeadGrid.of(r.seq_len, r.num_heads)
+        if g.f == 1:
+            return                                        # the pixels are the exact weights
+        cell = g.locate(event.x, event.y)
+        if cell is None:
+            return
+        h, q, k = cell
+        ox, oy = g.origin(h)
+        data = self.exact_source.data
+        if list(data["x"]) == [ox + k] and list(data["y"]) == [oy + q]:
+            return
+        w = r.weight(h, q, k)
+        self.exact_source.data = dict(x=[ox + k], y=[oy + q], text=[f"{w:.6f}"])
+
     def _on_tap_head(self, event) -> None:
         h = clamp_index(event.y, self.pg.num_heads)
         if h is not None:
@@ -222,7 +282,7 @@ class PlaygroundView(LiveView):
 
     def _download_html(self) -> BytesIO:
         buf = BytesIO()
-        export_html(self.pg, buf)
+        export_html(self.pg, buf, pooled=None)           # pooled above the full export's limit
         buf.seek(0)
         return buf
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import holoviews as hv
 import numpy as np
 import pytest
+import torch
 from bokeh.models import HoverTool
 
+from attention import make_causal_mask
 from dashboard.common import frames
 from dashboard.common.style import BLOCKED_COLOR, KEEP_COLOR, VIOLATION_COLOR
 from dashboard.playground import plots
@@ -76,12 +78,14 @@ def test_long_sequences_get_numbered_ticks_not_token_names():
 
 def test_huge_maps_are_max_pooled_to_a_screen_sized_image():
     pg = AttentionPlayground(seq_len=1024, num_heads=16, head_dim=2)
+    assert pg.result.weights is None                     # a long context: only pooled maps are held
     frame = plots.head_frame(pg.result, 3)
     A = frame.layers[0].array
-    assert A.shape == (256, 256) and "max of 4×4" in frame.title
-    w = pg.result.weights[3].numpy()
-    assert A[10, 20] == w[40:44, 80:84].max()
-    assert frame.layers[0].bounds == (-0.5, -0.5, 1023.5, 1023.5)
+    assert A.shape == (171, 171) and "max of 6×6" in frame.title
+    with torch.no_grad():
+        w = pg.model(pg.result.x, mask=make_causal_mask(1024, dtype=torch.bool))[1][3].numpy()
+    np.testing.assert_allclose(A[10, 20], w[60:66, 120:126].max(), rtol=1e-5, atol=1e-7)
+    assert frame.layers[0].bounds == (-0.5, -0.5, 171 * 6 - 0.5, 171 * 6 - 0.5)
 
 
 @pytest.mark.parametrize("T, maps, f", [(16, 4, 1), (256, 16, 1), (512, 4, 1), (1024, 16, 4),

@@ -22,13 +22,13 @@ def test_every_parameter_has_a_label_and_a_doc(name):
     assert p.doc and len(p.doc.split()) >= 5
 
 
-@pytest.mark.parametrize("name, lo, hi", [("seq_len", 1, 1024), ("num_heads", 1, 16),
+@pytest.mark.parametrize("name, lo, hi", [("seq_len", 1, 4096), ("num_heads", 1, 16),
                                           ("head_dim", 1, 128)])
 def test_size_parameters_have_the_issue_bounds(name, lo, hi):
     assert AttentionPlayground.param[name].bounds == (lo, hi)
 
 
-@pytest.mark.parametrize("name, bad", [("seq_len", 0), ("seq_len", 1025), ("num_heads", 17),
+@pytest.mark.parametrize("name, bad", [("seq_len", 0), ("seq_len", 4097), ("num_heads", 17),
                                        ("head_dim", 0), ("seed", -1)])
 def test_out_of_range_values_are_rejected(name, bad):
     pg = AttentionPlayground(seq_len=4)
@@ -243,7 +243,7 @@ def test_text_sets_the_sequence_and_its_labels():
     assert not pg.param.seq_len.constant and pg.result.tokens == tuple(f"tok_{i}" for i in range(6))
 
 
-def test_a_longer_text_keeps_the_first_1024_words():
+def test_a_longer_text_keeps_the_first_max_seq_len_words():
     pg = AttentionPlayground()
     pg.text = " ".join(f"w{i % 50}" for i in range(MAX_SEQ_LEN + 7))
     assert pg.seq_len == MAX_SEQ_LEN and len(pg.result.tokens) == MAX_SEQ_LEN
