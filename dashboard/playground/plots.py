@@ -485,6 +485,7 @@ def _bars(values: np.ndarray, color: str, xlabel: str, ylabel: str) -> Layer:
 
 
 STEP_BAND, STEP_STRIDE = 100, 150   # y units of one step's band and from one band to the next
+STEP_MAX_BARS = 512                 # keys drawn one bar each up to here, then one bar per f keys
 STEP_NAMES = ("1 · raw scores q·k", "2 · scaled ×{scale:.3f}", "3 · keep-mask", "4 · softmax weights")
 STEP_COLORS = {"keep": KEEP_COLOR, "blocked": BLOCKED_COLOR, "mask": SAME_COLOR, "weight": "#9333ea"}
 
@@ -504,29 +505,42 @@ def steps_frame(steps: SingleTokenSteps, tokens: tuple[str, ...]) -> Frame:
     """Steps 1-4 for one query in one head as ONE figure: four bands over the same key axis (raw
     scores, scaled scores, keep-mask, softmax weights), each scaled to its own values (its y ticks
     say them). Blocked keys are grey in the score bands and get weight 0. One figure instead of
-    four: the browser repaints one canvas and measures one key axis per update.
+    four: the browser repaints one canvas and measures one key axis per update. Above
+    ``STEP_MAX_BARS`` keys each bar stands for ``f`` keys and shows the one of largest |value|
+    (the title says so; hover names that key): 4 x 4096 bars were 1.4 MB per query change and
+    rasterized again on every repaint.
     """
     keep = steps.keep.numpy().astype(bool)
     T = len(keep)
     bands = (steps.raw.numpy(), steps.scaled.numpy(), keep.astype(np.float32), steps.weights.numpy())
     names = [n.format(scale=steps.scale) for n in STEP_NAMES]
-    labels = np.array([token_label(tokens, j) for j in range(T)], dtype=object)
-    x = np.arange(T, dtype=np.float64)
+    f = 1 if T <= STEP_MAX_BARS else math.ceil(T / STEP_MAX_BARS)
+    n_bars = math.ceil(T / f)
+    starts = np.arange(n_bars) * f
+    x0 = starts - 0.5 + (0.05 if f == 1 else 0.0) * f
+    x1 = np.minimum(starts + f, T) - 0.5 - (0.05 if f == 1 else 0.0)
     quads, value, step, label, color, yticks, titles = [], [], [], [], [], [], []
     for b, (vals, name) in enumerate(zip(bands, names)):
         base = (len(bands) - 1 - b) * STEP_STRIDE           # band 1 on top
         lo, hi = (0.0, 1.05) if b >= 2 else value_lim(vals)
+        # one bar per f keys above STEP_MAX_BARS: the key of largest |value| in each (max pooling,
+        # like the maps: a single strong weight stays visible)
+        padded = np.zeros(n_bars * f, dtype=np.float64)
+        padded[:T] = np.abs(vals)
+        rep = np.minimum(padded.reshape(n_bars, f).argmax(axis=1) + starts, T - 1)
+        v, kept = vals[rep].astype(np.float64), keep[rep]
         zero = base + (0.0 - lo) / (hi - lo) * STEP_BAND
-        top = base + (vals.astype(np.float64) - lo) / (hi - lo) * STEP_BAND
-        quads.append(np.stack([x - 0.45, np.minimum(zero, top), x + 0.45, np.maximum(zero, top)], 1))
-        value.append(vals.astype(np.float64))
-        blocked = ~keep
-        step.append(np.where(blocked, f"{name} (blocked key)", name) if b < 2 else
-                    np.where(blocked, f"{name}: blocked", f"{name}: may attend") if b == 2 else
-                    np.full(T, name, dtype=object))
-        label.append(labels)
-        kind = (np.where(keep, "keep", "blocked") if b < 2 else
-                np.full(T, "mask" if b == 2 else "weight", dtype=object))
+        top = base + (v - lo) / (hi - lo) * STEP_BAND
+        quads.append(np.stack([x0, np.minimum(zero, top), x1, np.maximum(zero, top)], 1))
+        value.append(v)
+        step.append(np.where(~kept, f"{name} (blocked key)", name) if b < 2 else
+                    np.where(~kept, f"{name}: blocked", f"{name}: may attend") if b == 2 else
+                    np.full(n_bars, name, dtype=object))
+        label.append(np.array([token_label(tokens, int(j)) for j in rep], dtype=object) if f == 1 else
+                     np.array([f"{int(j)} (largest |value| of keys {a}–{min(a + f, T) - 1})"
+                               for j, a in zip(rep, starts)], dtype=object))
+        kind = (np.where(kept, "keep", "blocked") if b < 2 else
+                np.full(n_bars, "mask" if b == 2 else "weight", dtype=object))
         color.append(np.array([STEP_COLORS[k] for k in kind], dtype=object))
         ticks = (0.0, float(vals.max(initial=0.0)), float(vals.min(initial=0.0))) if b < 2 else (0.0, 1.0)
         yticks += _band_ticks(base, lo, hi, ticks)
@@ -542,7 +556,8 @@ def steps_frame(steps: SingleTokenSteps, tokens: tuple[str, ...]) -> Frame:
                          text_color="#334155", text_font_style="bold")),
     )
     return Frame(
-        layers=layers, title=f"Query {steps.query} in head {steps.head}, step by step",
+        layers=layers, title=f"Query {steps.query} in head {steps.head}, step by step"
+                             + ("" if f == 1 else f" · one bar per {f} keys (the largest |value|)"),
         xlim=(-0.5, T - 0.5), ylim=(-6.0, float(top_y)), xticks=token_ticks(tokens),
         yticks=sorted(yticks), xrotation=tick_rotation(tokens),
         tooltips=[("step", "@step"), ("key", "@label"), ("value", "@value{0.0000}")],

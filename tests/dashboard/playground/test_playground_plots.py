@@ -245,3 +245,21 @@ def test_step_bars_stay_visible_when_narrower_than_a_pixel():
     frames = plots.single_token_frames(single_token_steps(pg.result, 0, 300), pg.result.tokens)
     bars = frames[0].layers[0]
     assert bars.style["line_color"] == bars.style["color"] == "color"  # outlined: >= 1 px each
+
+
+def test_above_512_keys_each_step_bar_stands_for_f_keys_and_keeps_the_largest():
+    pg = AttentionPlayground(seq_len=1100, num_heads=1, head_dim=4, query=1000)
+    steps = pg.single_token(0, 1000)
+    frame = plots.steps_frame(steps, pg.result.tokens)
+    assert "one bar per 3 keys" in frame.title                   # ceil(1100 / 512) = 3
+    bands = _bands(frame)
+    w, raw = steps.weights.numpy(), steps.raw.numpy()
+    assert all(len(v) == 367 for v, *_ in bands.values())        # ceil(1100 / 3) bars per band
+    assert bands["4"][0].max() == pytest.approx(float(w.max()))  # the strongest weight stays visible
+    assert np.abs(bands["1"][0]).max() == pytest.approx(float(np.abs(raw).max()))
+    quads = frame.layers[0]
+    top = int(np.argmax(w))
+    sel = [str(s).startswith("4 ") for s in quads.columns["step"]]
+    labels = quads.columns["label"][sel]
+    assert labels[top // 3].startswith(f"{top} (largest |value| of keys {top // 3 * 3}–")
+    assert np.all(bands["3"][0][: 1001 // 3] == 1) and bands["3"][0][-1] == 0   # keys after 1000 blocked
