@@ -517,8 +517,9 @@ def steps_frame(steps: SingleTokenSteps, tokens: tuple[str, ...]) -> Frame:
     f = 1 if T <= STEP_MAX_BARS else math.ceil(T / STEP_MAX_BARS)
     n_bars = math.ceil(T / f)
     starts = np.arange(n_bars) * f
-    x0 = starts - 0.5 + (0.05 if f == 1 else 0.0) * f
-    x1 = np.minimum(starts + f, T) - 0.5 - (0.05 if f == 1 else 0.0)
+    gap = 0.05 if f == 1 else 0.0                      # one key per bar: a thin gap between bars
+    x0, x1 = starts - 0.5 + gap, np.minimum(starts + f, T) - 0.5 - gap
+    key_labels = np.array([token_label(tokens, j) for j in range(T)], dtype=object) if f == 1 else None
     quads, value, step, label, color, yticks, titles = [], [], [], [], [], [], []
     for b, (vals, name) in enumerate(zip(bands, names)):
         base = (len(bands) - 1 - b) * STEP_STRIDE           # band 1 on top
@@ -536,7 +537,7 @@ def steps_frame(steps: SingleTokenSteps, tokens: tuple[str, ...]) -> Frame:
         step.append(np.where(~kept, f"{name} (blocked key)", name) if b < 2 else
                     np.where(~kept, f"{name}: blocked", f"{name}: may attend") if b == 2 else
                     np.full(n_bars, name, dtype=object))
-        label.append(np.array([token_label(tokens, int(j)) for j in rep], dtype=object) if f == 1 else
+        label.append(key_labels if f == 1 else
                      np.array([f"{int(j)} (largest |value| of keys {a}–{min(a + f, T) - 1})"
                                for j, a in zip(rep, starts)], dtype=object))
         kind = (np.where(kept, "keep", "blocked") if b < 2 else
