@@ -71,6 +71,7 @@ The widget *values* can also be read from the server side in tests through
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -79,11 +80,12 @@ import torch
 
 from dashboard.common.lazy import BuiltWhenShown
 from dashboard.common.panes import slider_taps
-from dashboard.heads import ModelHeads
+from dashboard.heads import ModelHeads, preload_hf
 from dashboard.leaks import LeakDetector
 from dashboard.playground import AttentionPlayground
 
-__all__ = ["SERVED_MODELS", "TABS", "TITLE", "build_app", "served", "served_models", "serve_app"]
+__all__ = ["SERVED_MODELS", "TABS", "TITLE", "build_app", "preload_after_first_page", "served", "served_models",
+           "serve_app"]
 
 TITLE = "Attention Playground"
 
@@ -151,9 +153,31 @@ def serve_app() -> pn.viewable.Viewable:
     )                           # browser each one lays the page out and repaints every figure
 
 
+def preload_after_first_page(environ=None) -> bool:
+    """Start loading all-MiniLM-L6-v2 in the background once the first page of this server process
+    has loaded (``pn.state.onload``), so that a visitor who picks it in the "Model heads" tab does
+    not wait for ``import transformers`` and the weights (~6 CPU-s, ~200 MB of RSS per process;
+    issue 11: first pick <= 5 s). After the first page, not at import: the first visitor's page
+    build does not compete with it for the GIL. Once per process (``preload_hf`` keeps one thread).
+
+    ``AP_PRELOAD=0`` in the environment turns it off (the test suite's servers, memory-tight hosts);
+    the tab then starts the same preload when it is first shown. Returns whether it is on.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("AP_PRELOAD", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    pn.state.onload(_start_preload)
+    return True
+
+
+def _start_preload() -> None:
+    preload_hf()
+
+
 if pn.state.served:
     # Sessions may share a thread pool (``--num-threads``): one intra-op thread per computation
     # avoids oversubscribing the cores (measured: tiny matmuls went from 15 us to 16 ms with 2).
     torch.set_num_threads(1)
     pn.extension(notifications=True)
     serve_app().servable(title=TITLE)
+    preload_after_first_page()

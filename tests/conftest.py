@@ -11,6 +11,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 # Every process a test starts (servers, notebook kernels, CLIs) imports this checkout first.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+# Served apps preload all-MiniLM-L6-v2 after their first page (~6 CPU-s per server process):
+# off for the suite's servers, except where a test turns it on to check it.
+os.environ["AP_PRELOAD"] = "0"
 sys.path.insert(0, str(ROOT / "tests" / "browser"))          # _harness, shared by browser and notebook tests
 
 

@@ -9,6 +9,7 @@ Shape legend: ``B`` batch, ``T`` positions, ``E`` input features.
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from typing import Any, Sequence
 
@@ -98,6 +99,7 @@ def run_check(label: str, model: Any, x: Tensor, allowed: Any, args: Any, notes:
     """
     B, T, E = x.shape
     fast, why = choose_mode(B, T, E, args.exact, args.probes)
+    t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PrecisionWarning)
         try:
@@ -108,7 +110,8 @@ def run_check(label: str, model: Any, x: Tensor, allowed: Any, args: Any, notes:
             raise
         except (ValueError, TypeError) as err:
             raise CLIError(f"{label}: {one_line(err)}") from None
-    notes = notes + [f"mode: {report.mode} ({why}): {report.mode_detail}"] + [f"warning: {one_line(w.message)}" for w in caught
+    seconds = time.perf_counter() - t0
+    notes = notes + [f"mode: {report.mode} ({why}): {report.mode_detail}; checked in {seconds:.1f} s"] + [f"warning: {one_line(w.message)}" for w in caught
                      if issubclass(w.category, PrecisionWarning)]
     if args.json:
         print(json.dumps({"model": label, "shape": [B, T, E], "notes": notes,

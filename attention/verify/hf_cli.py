@@ -14,6 +14,7 @@ Shape legend: ``B`` batch, ``T`` positions, ``E`` embedding (hidden size).
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -79,6 +80,7 @@ def run_hf(args) -> int:
                        f"--batch is {args.batch}")
     if B < 1:
         raise CLIError(f"expected --batch >= 1 but found {B}")
+    t0 = time.perf_counter()
     try:
         model, dim, limit, causal = verify_target(args.hf, attn=args.attn, padding=padding, seq_len=T)
     except (ValueError, TypeError, OSError) as err:             # ModelNotAvailable is a ValueError
@@ -88,7 +90,9 @@ def run_hf(args) -> int:
                        f"config); leave --dim out with --hf")
     config = model.model.config
     notes = [f"E = {dim} from the config ({type(model.model).__name__}); attention "
-             f"implementation: {config._attn_implementation}; max positions: {limit}"]
+             f"implementation: {config._attn_implementation}; max positions: {limit}",
+             f"loaded in {time.perf_counter() - t0:.1f} s (the first use of transformers in a process "
+             f"imports it: most of that)"]
     if args.allowed == "auto":
         spec, reason = hf_relation(model.model, causal, padding)
         notes.append(f"auto -> {spec}: {reason}")

@@ -200,6 +200,7 @@ def preload_hf(name: str = MINILM_NAMES[0]) -> threading.Thread | None:
 
 
 def _preload(name: str) -> None:
+    _lower_this_threads_priority()
     t0 = time.perf_counter()
     try:
         hf_metrics(name)
@@ -208,6 +209,16 @@ def _preload(name: str) -> None:
         return
     PRELOAD_SECONDS[name] = time.perf_counter() - t0
     log.info("preloaded %s in %.1f s", name, PRELOAD_SECONDS[name])
+
+
+def _lower_this_threads_priority(nice: int = 10) -> None:
+    """Make the calling thread yield the cores to the sessions' own work (Linux schedules threads
+    as tasks, so ``setpriority`` on the thread's id lowers this thread alone). A preload is
+    seconds of CPU that nobody is waiting for yet; a page being built is. Elsewhere, a no-op."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):      # not Linux / not permitted: run at normal priority
+        pass
 
 
 def _not_available(kind: str, err: Exception) -> str:

@@ -6,6 +6,7 @@ socket connection fails. The CLI's ``main(argv)`` runs in-process (transformers 
 from __future__ import annotations
 
 import json
+import re
 import socket
 
 import pytest
@@ -64,6 +65,8 @@ def test_gpt2_passes_causal_in_both_attention_implementations(dirs, cli, attn):
     assert f"input (B, T, E) = (1, {T}, {_hf_tiny.E})" in out
     assert f"E = {_hf_tiny.E} from the config (GPT2Model); attention implementation: {attn}" in out
     assert "max positions: 64" in out and "random rows of the embedding table" in out
+    assert re.search(r"loaded in \d+\.\d s", out) and re.search(r"checked in \d+\.\d s", out), \
+        "the report says where the time went (loading vs checking)"
     assert out.rstrip().splitlines()[-1].startswith("PASS")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from _harness import clipped_figures, figure_frame_point, figure_title, open_app, wait_for
+from _harness import AppServer, clipped_figures, figure_frame_point, figure_title, open_app, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -62,6 +62,25 @@ def test_opening_the_tab_starts_loading_minilm_in_the_server_before_it_is_picked
     assert figure_title(page, ".ap-th-overview").startswith("2 layers × 4 heads")   # still the trained model
     assert watch.errors() == [], f"console errors: {watch.errors()}"
     app_server.check_log()
+
+
+def test_a_served_app_preloads_minilm_after_its_first_page_without_the_tab_being_opened(context):
+    """As served by default (no ``AP_PRELOAD=0``), the first page of a process starts the load, so
+    a visitor who gets to the tab later finds MiniLM ready."""
+    from attention.hf import minilm_available
+
+    if not minilm_available():
+        pytest.skip("all-MiniLM-L6-v2 is not installed here")
+    with AppServer(env={"AP_PRELOAD": "1"}) as server:
+        pid = server.proc.pid
+        assert not _server_loaded_transformers(pid), "transformers was loaded before any page"
+        page = context.new_page()
+        watch = open_app(page, server.url)                          # the Playground only
+        wait_for(page, lambda: _server_loaded_transformers(pid), timeout=240,
+                 what="the server importing transformers after the first page, with no tab opened")
+        assert page.locator(".ap-th-main").count() == 0, "the Model heads tab was built"
+        assert watch.errors() == [], f"console errors: {watch.errors()}"
+        server.check_log()
 
 
 def test_clicking_a_map_in_the_overview_opens_that_head_in_the_main_view(context, app_server):
