@@ -508,7 +508,7 @@ class HeadsState(Recomputing):
 
     def _loading_note(self, kind: str) -> str:
         name = "all-MiniLM-L6-v2" if kind == MINILM else os.path.basename(os.path.normpath(hf_name(kind)))
-        started = " (already under way in the background since the tab was opened)" \
+        started = " (already under way in the background)" \
             if hf_name(kind) in _PRELOADS else ""
         return (f"Loading {name}: the first time in this process it imports transformers and reads the "
                 f"weights{started}; later picks are immediate.")
