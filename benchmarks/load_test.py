@@ -60,6 +60,7 @@ class Stats:
         self.no_answer: list[str] = []
         self.mismatches: list[str] = []
         self.page_errors: list[str] = []
+        self.failed_requests: list[str] = []       # url (failure): what a page error was about
         self.open_s: list[float] = []
         self.open_failed: list[str] = []
         self.changes = 0
@@ -106,7 +107,9 @@ async def session(i: int, browser, url: str, duration: float, mode: str, stats: 
     await ctx.add_init_script(_probe.WS_INIT_JS)
     page = await ctx.new_page()
     page.on("pageerror", lambda e: stats.page_errors.append(f"s{i}: {e}"))
-    page.on("console", lambda m: stats.page_errors.append(f"s{i}: {m.text}") if m.type == "error" else None)
+    page.on("console", lambda m: stats.page_errors.append(
+        f"s{i}: {m.text} (at {m.location.get('url', '?')})") if m.type == "error" else None)
+    page.on("requestfailed", lambda r: stats.failed_requests.append(f"s{i}: {r.url} ({r.failure})"))
     try:
         t0 = time.monotonic()
         await page.goto(url, timeout=180_000)
@@ -188,6 +191,7 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of changes per session")
     ap.add_argument("--mode", choices=["auto", "state", "quiet"], default="auto")
     ap.add_argument("--seed", type=int, default=0, help="seeds each session's choice of controls")
+    ap.add_argument("--serve-args", default="", help="more `panel serve` options, one string")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))    # stop the server on kill, too
     if not 1 <= args.sessions <= MAX_SESSIONS or not 0 < args.duration <= MAX_DURATION:
@@ -195,7 +199,7 @@ def main(argv=None) -> int:
 
     print(f"load_test: {args.sessions} sessions x {args.duration:.0f} s; {load()} ({os.cpu_count()} CPUs)",
           flush=True)
-    server = AppServer()                 # the test harness's server: http://localhost:<free port>
+    server = AppServer(extra_args=args.serve_args.split())  # the test harness's server: http://localhost:<free port>
     server.start()
     t_start = time.monotonic()
     try:
@@ -225,6 +229,9 @@ def main(argv=None) -> int:
     print(f"page errors: {len(stats.page_errors)}")
     for line in stats.page_errors[:5]:
         print(f"  {line[:200]}")
+    print(f"failed requests: {len(stats.failed_requests)}")
+    for line in list(dict.fromkeys(r.split(": ", 1)[1] for r in stats.failed_requests))[:8]:
+        print(f"  {line[:200]} (x{sum(r.endswith(line) for r in stats.failed_requests)})")
     print(f"server exceptions: {len(exc)}")
     for line in list(dict.fromkeys(exc))[:5]:
         print(f"  {line[:200]} (x{exc.count(line)})")

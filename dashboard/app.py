@@ -77,6 +77,7 @@ from typing import Callable, Sequence
 
 import panel as pn
 import torch
+from tornado.ioloop import IOLoop
 
 from dashboard.common.lazy import BuiltWhenShown
 from dashboard.common.panes import slider_taps
@@ -84,8 +85,8 @@ from dashboard.heads import ModelHeads, preload_hf
 from dashboard.leaks import LeakDetector
 from dashboard.playground import AttentionPlayground
 
-__all__ = ["SERVED_MODELS", "TABS", "TITLE", "build_app", "preload_after_first_page", "served", "served_models",
-           "serve_app"]
+__all__ = ["SERVED_MODELS", "TABS", "TITLE", "build_app", "keep_until_connected", "preload_after_first_page", "served",
+           "served_models", "serve_app"]
 
 TITLE = "Attention Playground"
 
@@ -153,6 +154,42 @@ def serve_app() -> pn.viewable.Viewable:
     )                           # browser each one lays the page out and repaints every figure
 
 
+def keep_until_connected(doc=None, max_wait_s: float = 600.0) -> None:
+    """Keep this session alive until its browser has connected (at most ``max_wait_s``).
+
+    Bokeh discards a session nobody is connected to once ``--unused-session-lifetime`` has passed
+    (15 s by default), and it counts a session whose page is still loading as unused. When many
+    pages open at once on a busy server, the page's WebSocket arrives later than that: the session
+    was dropped, and Bokeh builds the whole app *again* for it, on the already busy server (measured:
+    ten pages at once, each opened twice), and the rebuilt document skips Panel's page-time patch of
+    its stylesheets, which then point at cdn.holoviz.org (failed requests offline). Blocking the
+    session's expiration from its creation until the page's ``onload`` fixes both; a page that never
+    connects is released after ``max_wait_s`` and then expires as usual. A closed page's session
+    still goes after the configured lifetime (the memory tests run with 0.5 s).
+    """
+    doc = doc or pn.state.curdoc
+    if doc is None or doc.session_context is None:
+        return
+    held = {"session": None, "connected": False}
+
+    def block() -> None:                     # next tick: the ServerSession exists by then
+        session = getattr(doc.session_context, "_session", None)
+        if session is None or held["connected"] or held["session"] is not None:
+            return
+        held["session"] = session
+        session.block_expiration()
+        IOLoop.current().call_later(max_wait_s, release)
+
+    def release() -> None:
+        held["connected"] = True
+        session, held["session"] = held["session"], None
+        if session is not None and session.expiration_blocked:
+            session.unblock_expiration()
+
+    doc.add_next_tick_callback(block)
+    pn.state.onload(release)
+
+
 def preload_after_first_page(environ=None) -> bool:
     """Start loading all-MiniLM-L6-v2 in the background once the first page of this server process
     has loaded (``pn.state.onload``), so that a visitor who picks it in the "Model heads" tab does
@@ -179,5 +216,6 @@ if pn.state.served:
     # avoids oversubscribing the cores (measured: tiny matmuls went from 15 us to 16 ms with 2).
     torch.set_num_threads(1)
     pn.extension(notifications=True)
+    keep_until_connected()
     serve_app().servable(title=TITLE)
     preload_after_first_page()
