@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import holoviews as hv
 import numpy as np
@@ -52,6 +53,7 @@ from .state import PlaygroundResult, SingleTokenSteps, mosaic_factor
 
 __all__ = [
     "HEADS_PER_ROW",
+    "HEADS_BOX",
     "HEAD_SIZE",
     "HeadGrid",
     "REFINE_PIXELS",
@@ -72,6 +74,7 @@ __all__ = [
     "mask_image",
     "message_html",
     "query_frame",
+    "head_arrangement",
     "query_plot_height",
     "query_heads",
     "single_token_bars",
@@ -116,8 +119,29 @@ def head_frame(result: PlaygroundResult, head: int, query: int | None = None) ->
     return frame if query is None else with_marker(frame, query)
 
 
-HEADS_PER_ROW = 4             # maps per row of the heads figure (its width never changes with H)
+HEADS_PER_ROW = 4             # maps per row of the heads figure up to 8 heads (more columns above)
 HEAD_GAP = 22                 # px between two maps of the heads figure (room for "head h" above each)
+HEADS_BOX = (HEADS_PER_ROW * (HEAD_SIZE + HEAD_GAP) - HEAD_GAP, 2 * (HEAD_SIZE + HEAD_GAP))
+"""(width, height) in px of the heads figure's frame, whatever H: 706 x 364, two rows of four
+160-px maps. A figure whose size changes makes the browser lay the whole page out again and repaint
+every figure (measured: ~45% of a heads step at T=256); a fixed frame makes a heads step a change
+of data and ranges only."""
+
+
+@lru_cache(maxsize=64)
+def head_arrangement(H: int) -> tuple[int, int, int]:
+    """``(ncols, nrows, cell_px)``: the grid of ``H`` maps with the largest maps that fit
+    ``HEADS_BOX`` (a ``HEAD_GAP`` above and between maps); ties go to fewer rows. H <= 4: one row,
+    5-8: two rows of four, all 160 px as before; 9-10: 5 x 2 at 123 px; 11-12: 6 x 2 and 13-16:
+    6 x 3 at 99 px."""
+    bw, bh = HEADS_BOX
+    best = None
+    for c in range(1, H + 1):
+        r = math.ceil(H / c)
+        cell = min((bw - (c - 1) * HEAD_GAP) // c, bh // r - HEAD_GAP)
+        if best is None or cell >= best[2]:
+            best = (c, r, cell)
+    return best
 
 
 @dataclass(frozen=True)
@@ -143,11 +167,16 @@ class HeadGrid:
 
     @property
     def ncols(self) -> int:
-        return HEADS_PER_ROW
+        return head_arrangement(self.H)[0]
 
     @property
     def nrows(self) -> int:
-        return max(1, math.ceil(self.H / HEADS_PER_ROW))
+        return head_arrangement(self.H)[1]
+
+    @property
+    def cell_px(self) -> int:
+        """Pixels a map's side takes in the figure (``head_arrangement``)."""
+        return head_arrangement(self.H)[2]
 
     @property
     def cell(self) -> int:
@@ -157,7 +186,7 @@ class HeadGrid:
     @property
     def gap(self) -> int:
         """Positions between two maps: ``HEAD_GAP`` px at ``HEAD_SIZE`` px per map, whole blocks."""
-        return self.f * max(1, round(HEAD_GAP * self.cell / (HEAD_SIZE * self.f)))
+        return self.f * max(1, round(HEAD_GAP * self.cell / (self.cell_px * self.f)))
 
     @property
     def stride(self) -> int:
@@ -198,9 +227,16 @@ class HeadGrid:
         return h, q, k
 
     def frame_size(self) -> tuple[int, int]:
-        """(frame_width, frame_height) in px; the height also holds the labels above row 0."""
-        return (self.ncols * (HEAD_SIZE + HEAD_GAP) - HEAD_GAP,
-                self.nrows * (HEAD_SIZE + HEAD_GAP))
+        """(frame_width, frame_height) in px: ``HEADS_BOX``, the same for every ``T`` and ``H``."""
+        return HEADS_BOX
+
+    def limits(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """``(xlim, ylim)`` in positions: the mosaic (and the labels above row 0) from the top-left
+        corner of the frame, with square pixels; the rest of the frame stays empty."""
+        fw, fh = self.frame_size()
+        span_x, span_y = self.width, self.height + self.gap
+        units_per_px = max(span_x / fw, span_y / fh)
+        return ((-0.5, -0.5 + fw * units_per_px), (-0.5 - self.gap, -0.5 - self.gap + fh * units_per_px))
 
     def axis_lookup(self, n: int) -> list[int]:
         """Per position along an axis of ``n`` positions: the map column/row it is in, -1 in gaps."""
@@ -396,7 +432,7 @@ def heads_frame(result: PlaygroundResult, query: int) -> Frame:
     return Frame(
         layers=layers,
         title=_heads_title(result),
-        xlim=(-0.5, g.width - 0.5), ylim=(-0.5 - g.gap, g.height - 0.5), xticks=xticks, yticks=yticks,
+        xlim=g.limits()[0], ylim=g.limits()[1], xticks=xticks, yticks=yticks,
         xrotation=tick_rotation(result.tokens), invert_yaxis=True,
         tooltips=[("head", "$x{head}"), ("query", "$y{custom}"), ("key", "$x{custom}"),
                   *([("weight", "@image{0.000}")] if f == 1 else
@@ -434,12 +470,12 @@ def colorbar_strip(height: int = HEAD_SIZE) -> hv.Image:
 
 
 def query_plot_height(num_heads: int) -> int:
-    """The query plot's frame height: 96 px up to 8 heads, then 12 px per head.
+    """The query plot's frame height: 144 px (9 px a row at the most heads, 16), whatever H.
 
-    Constant over the usual range on purpose: a figure whose height changes makes the browser lay
-    the whole page out again and repaint every figure (most of what a heads step cost).
+    Constant on purpose: a figure whose height changes makes the browser lay the whole page out
+    again and repaint every figure (most of what a heads step cost).
     """
-    return max(96, 12 * num_heads)
+    return 144
 
 
 def query_frame(result: PlaygroundResult, query: int) -> Frame:

@@ -135,7 +135,8 @@ def test_a_zoom_shows_the_exact_slice_of_the_full_map_and_reset_goes_back(small_
         assert (data["x"][0], data["y"][0]) == (ox + 4.5, oy + 9.5)
         assert "zoom: exact weights" in fig.title.text
         assert all(a is b for a, b in zip(heads_images(fig), overview))   # the overview is not resent
-        zoom(fig, -0.5, g.width - 0.5, g.height - 0.5, -0.5 - g.gap)     # reset
+        (x0, x1), (y0, y1) = g.limits()
+        zoom(fig, x0, x1, y1, y0)                                  # reset: back to the initial ranges
         assert len(refined_source(fig)["image"]) == 0 and "zoom" not in fig.title.text
 
 

@@ -45,11 +45,11 @@ def test_one_figure_holds_every_head_and_follows_num_heads():
         fig = heads_fig(page.doc)
         height = fig.frame_height
         assert labels_of(fig) == [f"head {h}" for h in range(4)]
-        pg.num_heads = 3                                     # inside a row of maps: same size
+        pg.num_heads = 3
         assert heads_fig(page.doc) is fig and fig.frame_height == height
         assert labels_of(fig) == ["head 0", "head 1", "head 2"]
-        pg.num_heads = 6                                     # a second row of maps
-        assert fig.frame_height > height and labels_of(fig) == [f"head {h}" for h in range(6)]
+        pg.num_heads = 6                                     # a second row of maps, same figure size
+        assert fig.frame_height == height and labels_of(fig) == [f"head {h}" for h in range(6)]
         for h in range(6):
             np.testing.assert_array_equal(head_map(fig, pg, h), pg.result.weights[h].numpy())
         assert "ap-heads:H=6 T=6" in " ".join(fig.tags)
@@ -79,8 +79,28 @@ def test_new_weights_reach_the_existing_figure():
         pg.seq_len = 9
         np.testing.assert_array_equal(head_map(fig, pg, 2), pg.result.weights[2].numpy())
         g = plots.HeadGrid.of(9, pg.num_heads)
-        assert (fig.x_range.start, fig.x_range.end) == (-0.5, g.width - 0.5)
+        assert (fig.x_range.start, fig.x_range.end) == pytest.approx(g.limits()[0])
+        assert fig.x_range.end >= g.width - 0.5
         assert page.events, "the changes were dispatched as document patches"
+
+
+def test_a_heads_step_changes_no_figure_size_so_the_page_is_not_laid_out_again():
+    """A figure whose size changes makes the browser lay out the whole page and repaint every
+    figure (~45% of a heads step at T=256): from 1 to 16 heads the heads figure and the query plot
+    keep their frame size, the maps are arranged to fit it, and the whole mosaic stays in view."""
+    pg = AttentionPlayground(seq_len=12, num_heads=4)
+    sizes = set()
+    with rendered(pn.panel(pg)) as page:
+        for H in (4, 5, 8, 9, 16, 1, 3, 12):
+            pg.num_heads = H
+            heads, query = heads_fig(page.doc), only(page.doc, "ap-query-plot")
+            sizes.add(((heads.frame_width, heads.frame_height), (query.frame_width, query.frame_height)))
+            g = plots.HeadGrid.of(12, H)
+            assert heads.x_range.start <= -0.5 and heads.x_range.end >= g.width - 0.5, H
+            y = sorted((heads.y_range.start, heads.y_range.end))       # drawn top-down: inverted
+            assert y[0] <= -0.5 - g.gap and y[1] >= g.height - 0.5, H
+            assert len(heads.renderers[0].data_source.data["image"]) == H
+    assert len(sizes) == 1, f"the figures changed size with H: {sizes}"
 
 
 def test_long_sequences_are_max_pooled_in_one_image_and_the_title_says_so():
