@@ -47,6 +47,8 @@ CSS-class hooks for browser tests:
 """
 from __future__ import annotations
 
+import hashlib
+
 import panel as pn
 
 from ..common.figures import LivePlot
@@ -56,7 +58,7 @@ from ..common.live import LiveHTML, LiveView
 from ..common.panes import caveat, clamp_index, figure_pane, markdown, widgets_from_spec
 from ..common.style import SECTION_STYLES
 from . import plots
-from .state import MINILM, RANDOM_STD, HeadsState, is_hf
+from .state import MINILM, RANDOM_STD, HeadsState, cell_px, is_hf
 from .text import CSS, TEXT
 
 __all__ = ["ModelHeads", "ModelHeadsView", "TrainedHeads", "TrainedHeadsView", "WIDGETS", "cell_px"]
@@ -88,14 +90,13 @@ NOTES = {"trained": "", "random": "random", MINILM: "minilm"}
 """Which ``TEXT`` note goes with a model key (served models: ``"served"``)."""
 
 
-def cell_px(num_heads: int) -> int:
-    """Pixels a side of one overview map: 128 for the 4 heads of the tiny models, 64 for 12."""
-    return max(48, min(128, 768 // max(1, num_heads)))
-
-
 def _md(key: str, **fmt) -> pn.pane.Markdown:
     return markdown(TEXT[key].format(**fmt), f"ap-th-text-{key}", max_width=900,
                     sizing_mode="stretch_width")
+
+
+STATE_ID_TOKENS = 256
+"""Up to this many tokens the state id lists them; a longer text is named by its length and a digest."""
 
 
 def state_id(th: HeadsState) -> str:
@@ -103,7 +104,9 @@ def state_id(th: HeadsState) -> str:
     r = th.result
     seed = "-" if r.random_seed is None else r.random_seed
     head = "mean" if th.aggregate else min(th.head, r.num_heads - 1)
-    return (f"model={r.model} weights_seed={seed} tokens={','.join(map(str, r.tokens))} "
+    tokens = ','.join(map(str, r.tokens)) if r.seq_len <= STATE_ID_TOKENS else \
+        f"{r.seq_len}:" + hashlib.sha256(repr(r.tokens).encode()).hexdigest()[:12]
+    return (f"model={r.model} weights_seed={seed} tokens={tokens} "
             f"layer={min(th.layer, r.num_layers - 1)} head={head} q={min(th.query, r.seq_len - 1)}")
 
 
@@ -116,8 +119,8 @@ class ModelHeadsView(LiveView):
             head lies); ``main_plot``: the main map.
     """
 
-    _WATCH = ["result", "metrics", "layer", "head", "query", "aggregate", "input_error", "model_error",
-              "model", "input_kind", "loading"]
+    _WATCH = ["result", "metrics", "layer", "head", "query", "aggregate", "input_error", "input_note",
+              "model_error", "model", "input_kind", "loading"]
 
     def __init__(self, th: HeadsState):
         super().__init__(th)
@@ -178,7 +181,7 @@ class ModelHeadsView(LiveView):
             self.reading.object = plots.reading_html(th)
         if new_data or selection:
             self.table.object = self._table_html()
-        if diff & {"input_error", "model_error", "input_kind", "result", "loading"}:
+        if diff & {"input_error", "input_note", "model_error", "input_kind", "result", "loading"}:
             self.message.object = plots.message_html(th)
         if diff & {"model", "input_kind", "result"}:
             self._show_widgets()
@@ -191,7 +194,7 @@ class ModelHeadsView(LiveView):
         px = cell_px(r.num_heads)
         if self._image_for is not r:
             self.mosaic = plots.Mosaic.of(r.num_layers, r.num_heads, r.seq_len, px)
-            self._image = plots.mosaic_layer(r.weights, self.mosaic)
+            self._image = plots.overview_layer(r, self.mosaic)
             self._image_for = r
         layer, head = min(th.layer, r.num_layers - 1), min(th.head, r.num_heads - 1)
         selected = plots.selection_layer(self.mosaic, layer, None if th.aggregate else head)
@@ -200,8 +203,9 @@ class ModelHeadsView(LiveView):
     def _main_frame(self):
         th, r = self.th, self.th.result
         layer, head = min(th.layer, r.num_layers - 1), min(th.head, r.num_heads - 1)
-        frame = plots.main_frame(th.selected_weights(), r.labels, layer, None if th.aggregate else head,
-                                 th.head_metrics_of(layer, head), of_heads=r.num_heads)
+        shown = th.selected_map()                   # exact, or pooled to MAIN_PIXELS for a long text
+        frame = plots.main_frame(shown.maps[0].numpy(), r.labels, layer, None if th.aggregate else head,
+                                 th.head_metrics_of(layer, head), of_heads=r.num_heads, factor=shown.factor)
         return with_marker(frame, min(th.query, r.seq_len - 1))
 
     def _table_html(self) -> str:
