@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import holoviews as hv
@@ -267,14 +267,26 @@ def _short(label: str, n: int = 12) -> str:
     return label if len(label) <= n else label[:n - 1] + "…"
 
 
+def _refined_style() -> dict:
+    return dict(kdims=["key", "query"], vdims=[hv.Dimension("weight", range=(0, 1))], cmap=CMAP,
+                clim=(0, 1), no_hover=True)
+
+
 def main_frame(weights: np.ndarray, tokens: Sequence, layer: int, head: int | None,
-               metrics: HeadMetrics | HeadRoles | None = None, *, of_heads: int = 0, factor: int = 1) -> Frame:
+               metrics: HeadMetrics | HeadRoles | None = None, *, of_heads: int = 0, factor: int = 1,
+               refined=None) -> Frame:
     """The large map of one head with positions and tokens on both axes ("9:42", "1:cat").
 
     Args:
         weights: ``(T, T)``, row ``q`` = how query ``q`` spreads its attention over the keys; or,
             with ``factor = f > 1``, that map max-pooled over ``f x f`` blocks,
-            ``(ceil(T/f), ceil(T/f))`` (a long text; the title says so).
+            ``(ceil(T/f), ceil(T/f))`` (a long text; the title says so). Pooled, the tooltip's
+            ``weight`` line is the exact weight of the cell under the cursor, which the view
+            computes on hover (``common.figures.exact_hover``), next to the pixel's max.
+        refined: a zoom window recomputed finer than ``factor`` (an
+            ``attention.longcontext.PooledMaps`` of one map, ``HeadsResult.window``), drawn over
+            the pooled map by a second image glyph (empty without one); the title names its
+            resolution.
         tokens: the ``T`` input tokens: ids or the tokenizer's spelling (axis labels and hover;
             repeats are fine). Up to ``MAIN_TICK_LIMIT`` positions every one is labelled, beyond
             that evenly spaced ones; the hover always names the token.
@@ -300,12 +312,20 @@ def main_frame(weights: np.ndarray, tokens: Sequence, layer: int, head: int | No
             title += f" — {ROLE_NAMES.get(role, role)} head (score {_role_score(metrics, role):.2f})"
     if factor > 1:
         title += f" · max-pooled {factor}×{factor}"
-    value = ("weight", "@image{0.000}") if factor == 1 else (f"max of {factor}×{factor}", "@image{0.000}")
+    if refined is not None:
+        title += (" · zoom: exact weights" if refined.factor == 1
+                  else f" · zoom: max of {refined.factor}×{refined.factor}")
+        zoom = Layer("images", arrays=(np.ascontiguousarray(refined.maps[0].numpy(), dtype=np.float32),),
+                     boxes=(refined.image_bounds,), style=_refined_style())
+    else:
+        zoom = Layer("images", arrays=(), boxes=(), style=_refined_style())
+    values = [("weight", "@image{0.000}")] if factor == 1 else \
+        [("weight (exact)", "$sx{exact}"), (f"max of {factor}×{factor}", "@image{0.000}")]
     return Frame(
-        layers=(_image_layer(weights, factor, colorbar=True),), title=title,
+        layers=(_image_layer(weights, factor, colorbar=True), zoom), title=title,
         xlim=(-0.5, T - 0.5), ylim=(-0.5, T - 0.5), xticks=ticks, yticks=ticks, xrotation=90,
         invert_yaxis=True,
-        tooltips=[("query", "$y{custom}"), ("key", "$x{custom}"), value],
+        tooltips=[("query", "$y{custom}"), ("key", "$x{custom}"), *values],
         hover_labels=labels,
         opts=dict(frame_width=MAIN_SIZE, frame_height=MAIN_SIZE,
                   xlabel="key (position:token)", ylabel="query (position:token)",
@@ -315,8 +335,10 @@ def main_frame(weights: np.ndarray, tokens: Sequence, layer: int, head: int | No
 
 def main_heatmap(weights: np.ndarray, tokens: Sequence[int], layer: int, head: int,
                  metrics: HeadMetrics | None = None) -> hv.Image:
-    """``main_frame`` as a styled ``hv.Image`` (notebooks, tests)."""
-    return to_element(main_frame(weights, tokens, layer, head, metrics))
+    """``main_frame`` as a styled ``hv.Image`` (notebooks, tests): its map, without the (empty)
+    zoom layer."""
+    frame = main_frame(weights, tokens, layer, head, metrics)
+    return to_element(replace(frame, layers=frame.layers[:1]))
 
 
 def overview_grid(weights: np.ndarray, metrics: Sequence[HeadMetrics] = ()) -> hv.Layout:

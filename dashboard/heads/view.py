@@ -48,10 +48,14 @@ CSS-class hooks for browser tests:
 from __future__ import annotations
 
 import hashlib
+import math
+from dataclasses import replace
 
 import panel as pn
+from bokeh.events import MouseMove, RangesUpdate
+from bokeh.models import ColumnDataSource
 
-from ..common.figures import LivePlot
+from ..common.figures import LivePlot, exact_hover, zoom_tools
 from ..common.frames import with_marker
 from ..common.lazy import BuiltWhenShown
 from ..common.live import LiveHTML, LiveView
@@ -110,6 +114,13 @@ def state_id(th: HeadsState) -> str:
             f"layer={min(th.layer, r.num_layers - 1)} head={head} q={min(th.query, r.seq_len - 1)}")
 
 
+class _Zoom:
+    """The pseudo-event a zoom of the main map sends down the update pipeline (``show`` sees
+    ``"zoom"``)."""
+
+    name = "zoom"
+
+
 class ModelHeadsView(LiveView):
     """Widgets and live figures for one ``ModelHeads`` (one per browser session or output).
 
@@ -129,8 +140,17 @@ class ModelHeadsView(LiveView):
         self._image_for = None                      # the result the overview image was made from
         self.overview = LivePlot(self._overview_frame())
         self.overview.figure.on_event("tap", self._on_tap_overview)
+        # zoom sharpens a pooled main map: the visible window is recomputed finer (``_refined``);
+        # hover names the exact weight of the cell under the cursor, computed here (``_on_hover``)
+        self._zoom: tuple[float, float, float, float] | None = None
+        self._refined_key, self._refined_maps = None, None
         self.main_plot = LivePlot(self._main_frame())
         self.main_plot.figure.on_event("tap", self._on_tap_main)
+        self.exact_source = ColumnDataSource(data=dict(x=[], y=[], text=[]))
+        zoom_tools(self.main_plot.figure)
+        exact_hover(self.main_plot.figure, self.exact_source)
+        self.main_plot.figure.on_event(RangesUpdate, self._on_zoom)
+        self.main_plot.figure.on_event(MouseMove, self._on_hover)
         self.reading = LiveHTML(plots.reading_html(th), css_classes=["ap-th-reading"],
                                     stylesheets=[CSS], width=330)
         self.table = LiveHTML(self._table_html(), css_classes=["ap-th-metrics"], stylesheets=[CSS])
@@ -176,8 +196,9 @@ class ModelHeadsView(LiveView):
             self.overview.update(self._overview_frame())
         if new_data:
             self.summary.object = plots.summary_html(th)
-        if new_data or selection or "query" in diff:
+        if new_data or selection or "query" in diff or "zoom" in changed:
             self.main_plot.update(self._main_frame())
+        if new_data or selection or "query" in diff:
             self.reading.object = plots.reading_html(th)
         if new_data or selection:
             self.table.object = self._table_html()
@@ -204,9 +225,37 @@ class ModelHeadsView(LiveView):
         th, r = self.th, self.th.result
         layer, head = min(th.layer, r.num_layers - 1), min(th.head, r.num_heads - 1)
         shown = th.selected_map()                   # exact, or pooled to MAIN_PIXELS for a long text
+        if getattr(self, "main_plot", None) is not None and self.main_plot.frame.xlim != (-0.5, r.seq_len - 0.5):
+            self._zoom = None                       # another length: the figure goes back to the overview
         frame = plots.main_frame(shown.maps[0].numpy(), r.labels, layer, None if th.aggregate else head,
-                                 th.head_metrics_of(layer, head), of_heads=r.num_heads, factor=shown.factor)
-        return with_marker(frame, min(th.query, r.seq_len - 1))
+                                 th.head_metrics_of(layer, head), of_heads=r.num_heads, factor=shown.factor,
+                                 refined=self._refined(shown.factor))
+        image = frame.layers[0]
+        if shown is getattr(self, "_main_shown", None):
+            image = self._main_image                # the same map: its pixels are not sent again
+        self._main_shown, self._main_image = shown, image
+        line = with_marker(frame, min(th.query, r.seq_len - 1)).layers[-1]
+        return replace(frame, layers=(image, frame.layers[1], line))
+
+    def _refined(self, factor: int):
+        """The main map's visible window recomputed finer than the pooled ``factor``
+        (``HeadsResult.window``: exact when it fits ``MAIN_PIXELS`` a side), or None (no zoom, an
+        exact map, or nothing finer to show). Cached per (result, map, window)."""
+        th, r = self.th, self.th.result
+        if self._zoom is None or factor == 1:
+            return None
+        T = r.seq_len
+        x0, x1, y0, y1 = self._zoom
+        k0, k1 = max(0, math.floor(min(x0, x1) + 0.5)), min(T, math.ceil(max(x0, x1) + 0.5))
+        q0, q1 = max(0, math.floor(min(y0, y1) + 0.5)), min(T, math.ceil(max(y0, y1) + 0.5))
+        if k1 <= k0 or q1 <= q0:
+            return None
+        layer, head = th._selected()
+        key = (r, layer, head, (q0, q1), (k0, k1))
+        if key != self._refined_key:
+            pm = r.window(layer, head, (q0, q1), (k0, k1))
+            self._refined_key, self._refined_maps = key, (pm if pm.factor < factor else None)
+        return self._refined_maps
 
     def _table_html(self) -> str:
         th = self.th
@@ -236,6 +285,37 @@ class ModelHeadsView(LiveView):
         cell = self.mosaic.cell_at(event.x, event.y)
         if cell is not None:
             self.th.param.update(layer=cell[0], head=cell[1], aggregate=False)
+
+    def _on_zoom(self, event) -> None:
+        """A zoom, pan or reset of the main map: show its visible window finer (or, back at the
+        whole map, drop the refined window) through the update pipeline."""
+        window = (event.x0, event.x1, event.y0, event.y1)
+        if any(v is None for v in window):
+            return
+        xlim, ylim = self.main_plot.frame.xlim, self.main_plot.frame.ylim
+        whole = (min(window[:2]) <= xlim[0] + 0.5 and max(window[:2]) >= xlim[1] - 0.5
+                 and min(window[2:]) <= ylim[0] + 0.5 and max(window[2:]) >= ylim[1] - 0.5)
+        zoom = None if whole or not self.th.result.long else tuple(float(v) for v in window)
+        if zoom == self._zoom:
+            return
+        self._zoom = zoom
+        self.request_update(_Zoom())
+
+    def _on_hover(self, event) -> None:
+        """The cursor over a pooled main map: put the exact weight of the cell under it where the
+        tooltip reads it (one row or weight computed per new cell; the pooled pixel is not used)."""
+        th, r = self.th, self.th.result
+        if not r.long or event.x is None or event.y is None:
+            return
+        k, q = round(event.x), round(event.y)
+        if not (0 <= k < r.seq_len and 0 <= q < r.seq_len):
+            return
+        data = self.exact_source.data
+        if list(data["x"]) == [k] and list(data["y"]) == [q]:
+            return
+        layer, head = th._selected()
+        w = float(r.row(layer, q).mean(axis=0)[k]) if head is None else r.weight(layer, head, q, k)
+        self.exact_source.data = dict(x=[k], y=[q], text=[f"{w:.6f}"])
 
     def _on_tap_main(self, event) -> None:
         q = clamp_index(event.y, self.th.result.seq_len)

@@ -20,7 +20,9 @@ import pytest
 import torch
 
 import dashboard.heads.state as heads_state
-from attention.hf import load_pretrained, trace_attention
+from bokeh.events import MouseMove, RangesUpdate
+
+from attention.hf import trace_attention
 from dashboard.heads import ModelHeads, ModelHeadsView, plots
 from dashboard.heads.plots import Mosaic
 from dashboard.heads.state import HeadsResult, cell_px
@@ -150,6 +152,58 @@ def test_the_selected_query_row_is_exact_at_4096_tokens(served):
     th.param.update(layer=1, head=2, query=i)
     np.testing.assert_allclose(th.selected_row()[:i + 1], ref[1, 2], atol=2e-6)
     assert r.weight(1, 2, i, 7) == pytest.approx(float(ref[1, 2, 7]), abs=2e-6)
+
+
+# -- zoom and hover ------------------------------------------------------------------------------
+def refined_source(fig):
+    return fig.renderers[1].data_source.data
+
+
+def test_a_zoom_shows_the_exact_slice_of_the_full_map_and_reset_goes_back(served, long_at_small_t):
+    th = ModelHeads(served=[served["llama"]], model=f"hf:{served['llama']}", text=words(99))
+    full = full_maps(served["llama"], th.result.tokens)
+    view = ModelHeadsView(th)
+    with rendered(view.layout) as page:
+        th.param.update(layer=1, head=3, query=40)
+        fig = view.main_plot.figure
+        pooled = image_of(fig)
+        n = th.n_forward
+        page.clear()
+        fig._trigger_event(RangesUpdate(fig, x0=4.5, x1=16.5, y0=31.5, y1=19.5))   # keys 5..16, queries 20..31
+        data = refined_source(fig)
+        np.testing.assert_allclose(np.asarray(data["image"][0]), full[1, 3, 20:32, 5:17], atol=2e-6)
+        assert (data["x"][0], data["y"][0]) == (4.5, 19.5)
+        assert fig.title.text.endswith("· max-pooled 7×7 · zoom: exact weights") and th.n_forward == n
+        assert image_of(fig) is pooled                               # the pooled map is not resent
+        fig._trigger_event(RangesUpdate(fig, x0=-0.5, x1=60.5, y0=60.5, y1=-0.5))  # 61 x 61: 4 x 4
+        assert np.asarray(refined_source(fig)["image"][0]).shape == (16, 16)
+        assert fig.title.text.endswith("zoom: max of 4×4")
+        np.testing.assert_allclose(np.asarray(refined_source(fig)["image"][0]),
+                                   np_max_pool(full[1, 3, :61, :61], 4), atol=2e-6)
+        th.aggregate = True                                          # the layer's mean, same window
+        np.testing.assert_allclose(np.asarray(refined_source(fig)["image"][0]),
+                                   np_max_pool(full[1, :, :61, :61].mean(axis=0), 4), atol=2e-6)
+        fig._trigger_event(RangesUpdate(fig, x0=-0.5, x1=99.5, y0=99.5, y1=-0.5))  # reset
+        assert len(refined_source(fig)["image"]) == 0 and "zoom" not in fig.title.text
+
+
+def test_hover_on_a_pooled_main_map_names_the_exact_weight_of_the_cell(served, long_at_small_t):
+    th = ModelHeads(served=[served["llama"]], model=f"hf:{served['llama']}", text=words(99))
+    full = full_maps(served["llama"], th.result.tokens)
+    view = ModelHeadsView(th)
+    with rendered(view.layout):
+        th.param.update(layer=0, head=1)
+        fig = view.main_plot.figure
+        fig._trigger_event(MouseMove(fig, x=17.2, y=41.8))                         # query 42, key 17
+        data = view.exact_source.data
+        assert (data["x"], data["y"]) == ([17], [42])
+        assert float(data["text"][0]) == pytest.approx(float(full[0, 1, 42, 17]), abs=1e-6)
+        assert float(data["text"][0]) != pytest.approx(float(image_of(fig)[6, 2]), abs=1e-6)
+        tips = dict(next(t for t in fig.tools if type(t).__name__ == "HoverTool").tooltips)
+        assert tips["weight (exact)"] == "$sx{exact}" and "max of 7×7" in tips
+        th.aggregate = True
+        fig._trigger_event(MouseMove(fig, x=30, y=50))
+        assert float(view.exact_source.data["text"][0]) == pytest.approx(float(full[0, :, 50, 30].mean()), abs=1e-6)
 
 
 # -- the view at a long T ------------------------------------------------------------------------
