@@ -67,6 +67,9 @@ from .text import CSS, TEXT
 
 __all__ = ["ModelHeads", "ModelHeadsView", "TrainedHeads", "TrainedHeadsView", "WIDGETS", "cell_px"]
 
+TEXT_MAX_CHARS = 400_000
+"""The most characters the text box takes (Panel's default, 5000, would cut a long text in the
+browser, silently, at about 1000 tokens; 16384 tokens of English are about 100 000)."""
 _BUTTONS = dict(type=pn.widgets.RadioButtonGroup, color="primary", variant="outline")
 WRAP_BUTTONS = """
 .bk-btn-group { flex-wrap: wrap; }
@@ -81,7 +84,7 @@ WIDGETS = {
     "custom_tokens": {"type": pn.widgets.TextInput, "css_classes": ["ap-th-tokens"],
                       "placeholder": "e.g. 5 9 2 7 5 9 2, then Enter"},
     "text": {"type": pn.widgets.TextInput, "css_classes": ["ap-th-text"],
-             "placeholder": "a sentence, then Enter"},
+             "placeholder": "a sentence, then Enter", "max_length": TEXT_MAX_CHARS},
     "layer": {**_BUTTONS, "css_classes": ["ap-th-layer"], "sizing_mode": "stretch_width",
               "stylesheets": [WRAP_BUTTONS]},
     "head": {**_BUTTONS, "css_classes": ["ap-th-head"], "sizing_mode": "stretch_width",

@@ -88,6 +88,7 @@ def test_the_token_limit_follows_the_model_and_a_longer_text_is_cut_with_the_rea
                              "the CPU (16384 on a GPU)).")
     view = ModelHeadsView(th)
     assert "data-note='cut'" in view.message.object and "Texts up to 4096 tokens are shown" in view.summary.object
+    assert view.widgets["text"].max_length >= 100_000      # the browser's box takes a 16k-token text
     th.text = words(20)
     assert th.input_note == "" and th.result.seq_len == 21 and not th.result.long
 
