@@ -34,7 +34,9 @@ CSS-class hooks for browser tests:
                           on the x axis, layers ``L0 ..`` on the y axis; the selected map is
                           outlined. A click on a map opens it in the main map
 ``.ap-th-main``           the main map (title "Layer l · head h ..." or "Layer l · mean of its
-                          H heads"); tick labels ``position:token``
+                          H heads"; a long text's adds "· max-pooled f×f" and, zoomed, "· zoom:
+                          exact weights" / "· zoom: max of g×g"); tick labels ``position:token``;
+                          box / wheel zoom, and the tooltip's "weight (exact)" when pooled
 ``.ap-th-reading``        what the selected query reads (``[data-query]``, ``[data-top-key]``,
                           ``[data-relation]``)
 ``.ap-th-metrics``        the metrics table (rows ``tr[data-layer][data-head]``, the selected row
