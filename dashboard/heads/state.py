@@ -75,6 +75,7 @@ __all__ = [
 
 RANDOM_STD = 0.25          # std of the random model's weights (see TEXT["random"])
 FORWARD_CACHE = 16         # forward passes kept per HeadsState
+LONG_CACHE = 2             # ... of which long texts (each holds its q, k, overview and cached maps)
 MAX_TEXT_TOKENS = 256      # longest text for a Hugging Face model whose attention cannot be captured
 MAX_LONG_TOKENS = 4096     # longest text otherwise, on the CPU (and the model's own position limit)
 MAX_LONG_TOKENS_CUDA = 16384   # ... when the model sits on a CUDA device
@@ -713,7 +714,7 @@ class HeadsState(Recomputing):
                 vocab = model.get_input_embeddings().num_embeddings
                 ids = parse_token_ids(text, vocab, limit)
             else:
-                ids = tokenizer(text)["input_ids"]
+                ids = tokenizer(text, verbose=False)["input_ids"]      # no "longer than" warning
                 if len(ids) > limit:
                     n = len(ids)
                     ids = tokenizer(text, truncation=True, max_length=limit)["input_ids"]
@@ -746,9 +747,14 @@ class HeadsState(Recomputing):
         return result, note
 
     def _remember(self, key: tuple, result: HeadsResult) -> None:
+        """Cache a result: at most ``FORWARD_CACHE``, of which at most ``LONG_CACHE`` long texts
+        (the oldest go first)."""
         self._cache[key] = result
         if len(self._cache) > FORWARD_CACHE:
             self._cache.popitem(last=False)
+        long = [k for k, r in self._cache.items() if r.long]
+        for k in long[:max(0, len(long) - LONG_CACHE)]:
+            del self._cache[k]
 
     def _forward(self, model: str, seed: int | None, tokens: tuple[int, ...],
                  period: int | None) -> HeadsResult:
@@ -787,20 +793,22 @@ class HeadsState(Recomputing):
                              f"use selected_map() and selected_row()")
         return self.selected_map().maps[0].numpy()
 
-    def _selected(self) -> tuple[int, int | None]:
+    def selection(self) -> tuple[int, int | None]:
+        """``(layer, head)`` of the main map, within the result's sizes; ``head`` is None with
+        ``aggregate`` (the layer's mean)."""
         r = self.result
         return min(self.layer, r.num_layers - 1), None if self.aggregate else min(self.head, r.num_heads - 1)
 
     def selected_map(self) -> PooledMaps:
         """The main map: the selected head (or the layer's mean with ``aggregate``), exact or, for a
         long text, max-pooled to ``MAIN_PIXELS`` a side (``HeadsResult.head_map``)."""
-        return self.result.head_map(*self._selected())
+        return self.result.head_map(*self.selection())
 
     def selected_row(self, query: int | None = None) -> np.ndarray:
         """``(T,)`` the exact weights of ``query`` (default: the selected one) in the selected head,
         or their mean over the layer's heads with ``aggregate``."""
         r = self.result
         q = min(self.query if query is None else query, r.seq_len - 1)
-        layer, head = self._selected()
+        layer, head = self.selection()
         row = r.row(layer, q)                                               # (H, T)
         return row.mean(axis=0) if head is None else row[head]

@@ -255,7 +255,7 @@ class ModelHeadsView(LiveView):
         q0, q1 = max(0, math.floor(min(y0, y1) + 0.5)), min(T, math.ceil(max(y0, y1) + 0.5))
         if k1 <= k0 or q1 <= q0:
             return None
-        layer, head = th._selected()
+        layer, head = th.selection()
         key = (r, layer, head, (q0, q1), (k0, k1))
         if key != self._refined_key:
             pm = r.window(layer, head, (q0, q1), (k0, k1))
@@ -318,7 +318,7 @@ class ModelHeadsView(LiveView):
         data = self.exact_source.data
         if list(data["x"]) == [k] and list(data["y"]) == [q]:
             return
-        layer, head = th._selected()
+        layer, head = th.selection()
         w = float(r.row(layer, q).mean(axis=0)[k]) if head is None else r.weight(layer, head, q, k)
         self.exact_source.data = dict(x=[k], y=[q], text=[f"{w:.6f}"])
 

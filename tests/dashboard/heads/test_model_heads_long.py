@@ -232,6 +232,18 @@ def test_at_2048_tokens_the_view_shows_pooled_maps_and_a_head_change_runs_no_for
     assert sent <= 3e6
 
 
+def test_a_session_keeps_at_most_two_long_results_and_going_back_to_one_reruns_nothing(served, long_at_small_t):
+    th = ModelHeads(served=[served["llama"]], model=f"hf:{served['llama']}", text=words(30))
+    first = th.result
+    for n in (31, 32, 33):
+        th.text = words(n)
+    long = [r for r in th._cache.values() if r.long]
+    assert len(long) == 2 and first not in long
+    n = th.n_forward
+    th.text = words(32)
+    assert th.n_forward == n and th.result.seq_len == 33
+
+
 def test_bad_input_names_the_argument(served, long_at_small_t):
     th = ModelHeads(served=[served["llama"]], model=f"hf:{served['llama']}", text=words(30))
     r = th.result
