@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import dashboard.heads.state as heads_state
 from bokeh.events import MouseMove, RangesUpdate
