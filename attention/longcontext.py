@@ -295,7 +295,7 @@ def _pool_rows(w: Tensor, f: int, reduce: str) -> Tensor:
 
 # ----------------------------------------------------------------------------------------------
 # the one computation behind every public function
-def _window(q, k, mask, q_range, k_range, f, scale, tile, reduce, device) -> PooledMaps:
+def _window(q, k, mask, q_range, k_range, f, scale, tile, reduce, device, mean_heads=False) -> PooledMaps:
     if reduce not in _REDUCTIONS:
         raise ValueError(f"expected reduce to be one of {_REDUCTIONS} but found {reduce!r}")
     q4, k4, batched = _check_qk(q, k)
@@ -316,7 +316,9 @@ def _window(q, k, mask, q_range, k_range, f, scale, tile, reduce, device) -> Poo
     else:
         tile = _check_int("tile", tile, 1)
     rows = max(f, tile // f * f)                                # whole pixel rows per tile
-    out = torch.zeros(B, H, R, C, dtype=torch.float32, device=device)
+    if not isinstance(mean_heads, bool):
+        raise TypeError(f"expected mean_heads to be a bool but found {type(mean_heads).__name__}")
+    out = torch.zeros(B, 1 if mean_heads else H, R, C, dtype=torch.float32, device=device)
     future = torch.zeros((), dtype=torch.float32, device=device)
     with torch.no_grad():
         for r0 in range(q0, q1, rows):
@@ -328,6 +330,8 @@ def _window(q, k, mask, q_range, k_range, f, scale, tile, reduce, device) -> Poo
             scores = qt @ k4[:, :, :s].transpose(-2, -1)        # (B,H,t,D) @ (B,H,D,s) -> (B,H,t,s)
             w = tile_mask.softmax_(scores, r0, r1)              # (B, H, t, s): normalised over full rows
             future = torch.maximum(future, _max_future(w, r0).float())
+            if mean_heads:
+                w = w.mean(dim=1, keepdim=True)                 # (B, 1, t, s): the heads' mean map
             # Columns first (a view of the contiguous key dim), then rows of the f-times smaller tile.
             w = _pool_cols(w[..., k0:min(k1, s)], f, C, reduce)  # (B, H, t, C); keys past s are blocked: 0
             pix = _pool_rows(w, f, reduce)                      # (B, H, ceil(t / f), C)
@@ -358,6 +362,7 @@ def pooled_attention_maps(
     tile: int | None = None,
     reduce: str = "max",
     device: str | torch.device | None = None,
+    mean_heads: bool = False,
 ) -> PooledMaps:
     """Every head's attention map, computed tile by tile and pooled on the device to ``pixels``.
 
@@ -384,6 +389,9 @@ def pooled_attention_maps(
             ``TILE_BYTES`` (8 MiB) of scores.
         reduce: ``"max"`` (a single strong weight stays visible) or ``"mean"``. Default: ``"max"``.
         device: where the tiles are computed: ``"auto"``, ``"cpu"``, ``"cuda"``. Default: ``q``'s.
+        mean_heads: reduce the mean over the ``H`` heads' exact weights instead of each head
+            (the map of a whole layer; ``maps (..., 1, R, C)``; ``max_future_weight`` is still
+            over the single heads). Default: ``False``.
 
     Returns:
         :class:`PooledMaps` with ``maps (..., H, ceil(T/f), ceil(S/f))`` float32 on the CPU.
@@ -391,7 +399,8 @@ def pooled_attention_maps(
     """
     q4, k4, _ = _check_qk(q, k)
     T, S = q4.shape[2], k4.shape[2]
-    return _window(q, k, mask, (0, T), (0, S), _factor(pixels, T, S), scale, tile, reduce, device)
+    return _window(q, k, mask, (0, T), (0, S), _factor(pixels, T, S), scale, tile, reduce, device,
+                   mean_heads)
 
 
 def attention_window(
@@ -406,6 +415,7 @@ def attention_window(
     tile: int | None = None,
     reduce: str = "max",
     device: str | torch.device | None = None,
+    mean_heads: bool = False,
 ) -> PooledMaps:
     """The weights of query rows ``q0:q1`` and key columns ``k0:k1``: a zoom into the map.
 
@@ -417,17 +427,19 @@ def attention_window(
     Args:
         q_range: ``(q0, q1)`` query rows, ``0 <= q0 < q1 <= T``.
         k_range: ``(k0, k1)`` key columns, ``0 <= k0 < k1 <= S``.
-        q, k, mask, scale, pixels, tile, reduce, device: as in :func:`pooled_attention_maps`.
+        q, k, mask, scale, pixels, tile, reduce, device, mean_heads: as in
+            :func:`pooled_attention_maps`.
 
     Returns:
-        :class:`PooledMaps` with ``maps (..., H, ceil((q1-q0)/f), ceil((k1-k0)/f))``.
+        :class:`PooledMaps` with ``maps (..., H, ceil((q1-q0)/f), ceil((k1-k0)/f))`` (``H = 1``
+        with ``mean_heads``).
     """
     q4, k4, _ = _check_qk(q, k)
     T, S = q4.shape[2], k4.shape[2]
     q0, q1 = _check_range("q_range", q_range, T, "T")
     k0, k1 = _check_range("k_range", k_range, S, "S")
     f = _factor(pixels, q1 - q0, k1 - k0)
-    return _window(q, k, mask, (q0, q1), (k0, k1), f, scale, tile, reduce, device)
+    return _window(q, k, mask, (q0, q1), (k0, k1), f, scale, tile, reduce, device, mean_heads)
 
 
 def attention_row(

@@ -8,6 +8,8 @@
 - :func:`embeddings_model`: ``x (B, T, E) -> last hidden state (B, T, E)`` for the leak detector
   (:func:`~attention.verify.find_leaks` ...); :func:`embedding_inputs` draws ``x`` from the model's
   own embedding table; :func:`verify_target` bundles what ``attention.verify --hf`` needs.
+- :func:`capture_attention` -> :class:`CapturedAttention`: long texts without the full weights (each
+  layer's ``q``, ``k`` captured; pooled maps, exact rows and windows computed on demand).
 - :func:`head_roles`: previous-token, next-token, first/last-token sink, self and induction scores
   of every head, with each head's strongest role.
 
@@ -16,6 +18,7 @@ Importing this package imports ``transformers`` lazily (only :func:`load_pretrai
 
 Shape legend: ``B`` batch, ``L`` layers, ``H`` heads, ``T`` positions, ``E`` embedding.
 """
+from .capture import CapturedAttention, NotCapturable, can_capture, capture_attention, model_lock
 from .embeddings import EmbeddingsModel, embedding_inputs, embeddings_model, verify_target
 from .loading import (
     MINILM_INSTALL,
@@ -36,8 +39,12 @@ __all__ = [
     "MINILM_INSTALL",
     "MINILM_NAMES",
     "AttentionTrace",
+    "CapturedAttention",
     "EmbeddingsModel",
     "ModelNotAvailable",
+    "NotCapturable",
+    "can_capture",
+    "capture_attention",
     "embedding_inputs",
     "embeddings_model",
     "head_roles",
@@ -47,6 +54,7 @@ __all__ = [
     "max_positions",
     "minilm_available",
     "minilm_path",
+    "model_lock",
     "resolve_model_path",
     "trace_attention",
     "verify_target",

@@ -179,7 +179,9 @@ def trace_attention(model: nn.Module, tokenizer: Any, text_or_ids: Any, *, max_t
         raise ValueError(f"expected token ids in 0..{vocab - 1} (the model's vocabulary) but found "
                          f"{int(ids.min())}..{int(ids.max())}")
     device = next(base.parameters()).device
-    with torch.no_grad():
+    from .capture import model_lock
+
+    with model_lock(model), torch.no_grad():     # never while capture_attention switched its attention
         out = model(input_ids=ids.to(device), output_attentions=True, use_cache=False)
     attentions = getattr(out, "attentions", None)
     if not attentions:

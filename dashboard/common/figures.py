@@ -25,7 +25,7 @@ from holoviews.plotting.bokeh import BokehRenderer
 
 from .frames import Frame, Layer, to_element
 
-__all__ = ["LivePlot", "layer_source_data", "render"]
+__all__ = ["EXACT_HOVER_JS", "LivePlot", "exact_hover", "layer_source_data", "render", "zoom_tools"]
 
 
 def render(element):
@@ -206,3 +206,36 @@ class LivePlot:
         self._update_figure(frame)
         self.frame = frame
         self.n_updates += 1
+
+
+# ----------------------------------------------------------------------------------------------
+# zoom and exact hover on pooled maps (the Playground's heads mosaic, the Model heads main map)
+EXACT_HOVER_JS = """
+const d = exact.data;
+if (d.x.length && d.x[0] === Math.round(special_vars.x) && d.y[0] === Math.round(special_vars.y))
+  return d.text[0];
+return "…";
+"""
+
+
+def exact_hover(figure, source) -> None:
+    """Let a map figure's tooltip line ``$sx{exact}`` show the exact weight the server put in
+    ``source`` (``x``, ``y``: the cell in the figure's data coordinates, ``text``: the weight) for
+    the cell under the cursor ("…" until it arrives). Used by the Playground's heads mosaic and
+    the Model heads tab's main map."""
+    fmt = CustomJSHover(args=dict(exact=source), code=EXACT_HOVER_JS)
+    for tool in figure.select(type=HoverTool):
+        tool.formatters = {**(tool.formatters or {}), "$sx": fmt}
+
+
+def zoom_tools(figure) -> None:
+    """Box zoom, wheel zoom (active on scroll), pan and reset on a map figure, in a toolbar that
+    shows on hover (it overlays the figure: showing it lays nothing out again)."""
+    from bokeh.models import BoxZoomTool, PanTool, ResetTool, WheelZoomTool
+    wheel = WheelZoomTool()
+    figure.add_tools(BoxZoomTool(), wheel, PanTool(), ResetTool())
+    figure.toolbar.active_scroll = wheel
+    figure.toolbar.autohide = True
+    # BokehJS announces a wheel zoom (RangesUpdate) only once no wheel event came for
+    # ``lod_timeout`` ms (500 by default: half a second added to every refine)
+    figure.lod_timeout = 100

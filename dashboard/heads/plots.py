@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import holoviews as hv
@@ -48,6 +48,7 @@ __all__ = [
     "message_html",
     "metrics_table_html",
     "overview_grid",
+    "overview_layer",
     "reading_html",
     "summary_html",
 ]
@@ -144,22 +145,28 @@ def _pool(A: np.ndarray, f: int) -> np.ndarray:
     return padded.reshape(A.shape[:-2] + (n, f, n, f)).max(axis=(-3, -1))
 
 
-def mosaic_image(weights: np.ndarray, mosaic: Mosaic) -> np.ndarray:
-    """``(L, H, T, T)`` weights -> the overview image ``(height, width)`` float32, NaN in the gaps."""
+def mosaic_image(weights: np.ndarray, mosaic: Mosaic, pooled: bool = False) -> np.ndarray:
+    """``(L, H, T, T)`` weights -> the overview image ``(height, width)`` float32, NaN in the gaps.
+
+    With ``pooled=True`` ``weights`` are the maps already max-pooled by ``mosaic.f``,
+    ``(L, H, side, side)`` (a long text's ``HeadsResult.pooled``).
+    """
     weights = np.asarray(weights, dtype=np.float32)
-    if weights.ndim != 4 or weights.shape[2] != weights.shape[3]:
-        raise ValueError(f"expected weights of shape (L, H, T, T) but found {weights.shape}")
     m = mosaic
-    cells = _pool(weights, m.f)                                        # (L, H, side, side)
+    want = (m.L, m.H, m.side, m.side) if pooled else None
+    if weights.ndim != 4 or weights.shape[2] != weights.shape[3] or (pooled and weights.shape != want):
+        raise ValueError(f"expected weights of shape {want if pooled else '(L, H, T, T)'} but found "
+                         f"{weights.shape}")
+    cells = weights if pooled else _pool(weights, m.f)                 # (L, H, side, side)
     out = np.full((m.L, m.stride, m.H, m.stride), np.nan, dtype=np.float32)
     out[:, :m.side, :, :m.side] = cells.transpose(0, 2, 1, 3)           # (L, side, H, side)
     return out.reshape(m.L * m.stride, m.H * m.stride)[:m.height, :m.width]
 
 
-def mosaic_layer(weights: np.ndarray, mosaic: Mosaic) -> Layer:
-    """The overview's image layer (drawn once per result)."""
+def mosaic_layer(weights: np.ndarray, mosaic: Mosaic, pooled: bool = False) -> Layer:
+    """The overview's image layer (drawn once per result); ``pooled`` as in ``mosaic_image``."""
     m = mosaic
-    return Layer("image", array=mosaic_image(weights, m), bounds=(-0.5, -0.5, m.width - 0.5, m.height - 0.5),
+    return Layer("image", array=mosaic_image(weights, m, pooled), bounds=(-0.5, -0.5, m.width - 0.5, m.height - 0.5),
                  style=dict(kdims=["x", "y"], vdims=[hv.Dimension("weight", range=(0, 1))], cmap=CMAP,
                             clim=(0, 1), clipping_colors={"NaN": GAP_COLOR}))
 
@@ -214,10 +221,21 @@ def overview_frame(result: HeadsResult, image: Layer, selected: Layer, mosaic: M
     )
 
 
-def _image_layer(weights: np.ndarray, **style) -> Layer:
-    T = weights.shape[0]
+def overview_layer(result: HeadsResult, mosaic: Mosaic) -> Layer:
+    """``mosaic_layer`` of a result: its full weights pooled here, or a long text's maps pooled
+    while it was computed (``result.pooled``, by the same factor)."""
+    if result.long:
+        if result.pool_factor != mosaic.f:
+            raise ValueError(f"expected the result's overview pooled by the mosaic's f={mosaic.f} but it "
+                             f"is pooled by {result.pool_factor}")
+        return mosaic_layer(result.pooled, mosaic, pooled=True)
+    return mosaic_layer(result.weights, mosaic)
+
+
+def _image_layer(weights: np.ndarray, factor: int = 1, **style) -> Layer:
+    side = weights.shape[0] * factor                  # positions covered (pixels of f x f positions)
     return Layer("image", array=np.asarray(weights, dtype=np.float32),
-                 bounds=(-0.5, -0.5, T - 0.5, T - 0.5),
+                 bounds=(-0.5, -0.5, side - 0.5, side - 0.5),
                  style=dict(kdims=["key", "query"], vdims=[hv.Dimension("weight", range=(0, 1))],
                             cmap=CMAP, clim=(0, 1), **style))
 
@@ -249,12 +267,26 @@ def _short(label: str, n: int = 12) -> str:
     return label if len(label) <= n else label[:n - 1] + "…"
 
 
+def _refined_style() -> dict:
+    return dict(kdims=["key", "query"], vdims=[hv.Dimension("weight", range=(0, 1))], cmap=CMAP,
+                clim=(0, 1), no_hover=True)
+
+
 def main_frame(weights: np.ndarray, tokens: Sequence, layer: int, head: int | None,
-               metrics: HeadMetrics | HeadRoles | None = None, *, of_heads: int = 0) -> Frame:
+               metrics: HeadMetrics | HeadRoles | None = None, *, of_heads: int = 0, factor: int = 1,
+               refined=None) -> Frame:
     """The large map of one head with positions and tokens on both axes ("9:42", "1:cat").
 
     Args:
-        weights: ``(T, T)``, row ``q`` = how query ``q`` spreads its attention over the keys.
+        weights: ``(T, T)``, row ``q`` = how query ``q`` spreads its attention over the keys; or,
+            with ``factor = f > 1``, that map max-pooled over ``f x f`` blocks,
+            ``(ceil(T/f), ceil(T/f))`` (a long text; the title says so). Pooled, the tooltip's
+            ``weight`` line is the exact weight of the cell under the cursor, which the view
+            computes on hover (``common.figures.exact_hover``), next to the pixel's max.
+        refined: a zoom window recomputed finer than ``factor`` (an
+            ``attention.longcontext.PooledMaps`` of one map, ``HeadsResult.window``), drawn over
+            the pooled map by a second image glyph (empty without one); the title names its
+            resolution.
         tokens: the ``T`` input tokens: ids or the tokenizer's spelling (axis labels and hover;
             repeats are fine). Up to ``MAIN_TICK_LIMIT`` positions every one is labelled, beyond
             that evenly spaced ones; the hover always names the token.
@@ -262,9 +294,12 @@ def main_frame(weights: np.ndarray, tokens: Sequence, layer: int, head: int | No
         metrics: the head's scores, summarised in the title. Default: none.
     """
     weights = _check_map(weights)
-    T = weights.shape[0]
-    if len(tokens) != T:
-        raise ValueError(f"expected {T} tokens for a ({T}, {T}) map but found {len(tokens)}")
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"expected factor to be an int >= 1 but found factor={factor!r}")
+    T = len(tokens)
+    if math.ceil(T / factor) != weights.shape[0]:
+        raise ValueError(f"expected a ({math.ceil(T / factor)}, {math.ceil(T / factor)}) map for {T} tokens "
+                         f"pooled by factor={factor} but found {weights.shape}")
     labels = tuple(str(t) for t in tokens)
     step = 1 if T <= MAIN_TICK_LIMIT else nice_step(T, 24)
     ticks = [(i, f"{i}:{_short(labels[i])}") for i in range(0, T, step)]     # position:token
@@ -275,11 +310,22 @@ def main_frame(weights: np.ndarray, tokens: Sequence, layer: int, head: int | No
         role = head_role(metrics)
         if role:
             title += f" — {ROLE_NAMES.get(role, role)} head (score {_role_score(metrics, role):.2f})"
+    if factor > 1:
+        title += f" · max-pooled {factor}×{factor}"
+    if refined is not None:
+        title += (" · zoom: exact weights" if refined.factor == 1
+                  else f" · zoom: max of {refined.factor}×{refined.factor}")
+        zoom = Layer("images", arrays=(np.ascontiguousarray(refined.maps[0].numpy(), dtype=np.float32),),
+                     boxes=(refined.image_bounds,), style=_refined_style())
+    else:
+        zoom = Layer("images", arrays=(), boxes=(), style=_refined_style())
+    values = [("weight", "@image{0.000}")] if factor == 1 else \
+        [("weight (exact)", "$sx{exact}"), (f"max of {factor}×{factor}", "@image{0.000}")]
     return Frame(
-        layers=(_image_layer(weights, colorbar=True),), title=title,
+        layers=(_image_layer(weights, factor, colorbar=True), zoom), title=title,
         xlim=(-0.5, T - 0.5), ylim=(-0.5, T - 0.5), xticks=ticks, yticks=ticks, xrotation=90,
         invert_yaxis=True,
-        tooltips=[("query", "$y{custom}"), ("key", "$x{custom}"), ("weight", "@image{0.000}")],
+        tooltips=[("query", "$y{custom}"), ("key", "$x{custom}"), *values],
         hover_labels=labels,
         opts=dict(frame_width=MAIN_SIZE, frame_height=MAIN_SIZE,
                   xlabel="key (position:token)", ylabel="query (position:token)",
@@ -289,8 +335,10 @@ def main_frame(weights: np.ndarray, tokens: Sequence, layer: int, head: int | No
 
 def main_heatmap(weights: np.ndarray, tokens: Sequence[int], layer: int, head: int,
                  metrics: HeadMetrics | None = None) -> hv.Image:
-    """``main_frame`` as a styled ``hv.Image`` (notebooks, tests)."""
-    return to_element(main_frame(weights, tokens, layer, head, metrics))
+    """``main_frame`` as a styled ``hv.Image`` (notebooks, tests): its map, without the (empty)
+    zoom layer."""
+    frame = main_frame(weights, tokens, layer, head, metrics)
+    return to_element(replace(frame, layers=frame.layers[:1]))
 
 
 def overview_grid(weights: np.ndarray, metrics: Sequence[HeadMetrics] = ()) -> hv.Layout:
@@ -390,7 +438,7 @@ def reading_html(th: HeadsState) -> str:
     r = th.result
     q = min(th.query, r.seq_len - 1)
     layer, head = min(th.layer, r.num_layers - 1), min(th.head, r.num_heads - 1)
-    rd = query_reading(r, layer, head, q, row=th.selected_weights()[q])
+    rd = query_reading(r, layer, head, q, row=th.selected_row(q))
     why = {
         "previous": "the position just before it (previous-token pattern).",
         "next": "the position just after it (next-token pattern: the model reads both ways).",
@@ -427,6 +475,14 @@ def summary_html(th: HeadsState) -> str:
         extra = f", special tokens {', '.join(_tok(t) for t in dict.fromkeys(special))} included" if special else ""
         text = (f"<b>{html.escape(r.model_name)}</b>: {r.num_layers} layers × {r.num_heads} heads, "
                 f"attention {kind}. Your text is <b>{T} tokens</b> as its tokenizer splits it{extra}.")
+        if r.token_limit:
+            text += (f" <span data-token-limit='{r.token_limit}'>Texts up to {r.token_limit} tokens are shown "
+                     f"({html.escape(r.limit_reason)}).</span>")
+        if r.long:
+            text += (f" <span data-long='1'>A long text: the {r.num_layers * r.num_heads} maps are computed "
+                     f"from each layer's queries and keys tile by tile and max-pooled "
+                     f"{r.pool_factor}×{r.pool_factor} here, the main map and the query's row exactly "
+                     f"from them.</span>")
         return f"<div class='ap-th-line'>{text}</div>"
     hits = r.predictions[:-1] == np.asarray(r.tokens[1:])               # (T-1,) query i -> token i+1
     name = "trained model" if r.model == "trained" else "random model"
@@ -458,6 +514,8 @@ def message_html(th: HeadsState) -> str:
     if th.input_error:
         parts.append(f"<div class='ap-th-error' role='alert' data-error='input'>{html.escape(th.input_error)} "
                      f"Showing the last valid input.</div>")
+    if th.input_note and not th.input_error:
+        parts.append(f"<div class='ap-th-ok' data-note='cut'>{html.escape(th.input_note)}</div>")
     if not parts and th.input_kind == "custom" and not is_hf(th.result.model):
         n = th.result.seq_len
         parts.append(f"<div class='ap-th-ok'>{n} token{'s' if n != 1 else ''}. Repeat a few to see the "

@@ -9,6 +9,17 @@ look at (or the mean over a layer's heads). It runs the model once per (model, i
 caches the result; choosing another layer, head or query reruns nothing (``n_forward`` counts
 forward passes). Models and their head metrics are loaded / computed once per process and shared
 by every session. Headless: ``dashboard.heads.ModelHeads`` is the displayable version.
+
+Long texts (issue 12): a Hugging Face model reads up to its own position limit
+(``max_position_embeddings`` / ``n_positions``), at most ``MAX_LONG_TOKENS`` (4096) on the CPU and
+``MAX_LONG_TOKENS_CUDA`` (16384) when the model sits on a CUDA device, where its attention can be
+captured (``attention.hf.capture_attention``: plain softmax attention through transformers'
+attention interface; else ``MAX_TEXT_TOKENS``, 256). A longer text is cut and the message says
+where and why. Above ``FULL_WEIGHTS_CELLS`` weights in all (``L * H * T * T``, 2**22 = 16 MiB of
+float32) the result never holds the ``(L, H, T, T)`` weights: it holds each layer's captured
+``q``, ``k`` and the overview mosaic max-pooled tile by tile, and computes on demand, exactly, the
+selected head's (or layer mean's) map pooled to ``MAIN_PIXELS``, a query's row in every head and a
+zoom window (``HeadsResult.row`` / ``head_map`` / ``window`` / ``weight``).
 """
 from __future__ import annotations
 
@@ -18,7 +29,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -27,17 +38,25 @@ import torch
 
 from attention.head_metrics import (HeadMetrics, HeadRoles, head_metrics, head_roles_table,
                                     preset_induction_input, role_scores)
-from attention.hf import (MINILM_INSTALL, MINILM_NAMES, head_roles, induction_probe_ids, load_pretrained,
-                          minilm_available, trace_attention)
+from attention.hf import (MINILM_INSTALL, MINILM_NAMES, CapturedAttention, can_capture, capture_attention,
+                          head_roles, induction_probe_ids, load_pretrained, max_positions, minilm_available,
+                          trace_attention)
+from attention.longcontext import PooledMaps
 from attention.models import TinyTransformer, load_induction_model
 
 from ..common.recompute import Recomputing
 
 __all__ = [
     "DEFAULT_TEXT",
+    "FULL_WEIGHTS_CELLS",
     "HeadsResult",
     "HeadsState",
+    "MAIN_PIXELS",
+    "MAX_LONG_TOKENS",
+    "MAX_LONG_TOKENS_CUDA",
     "MAX_TEXT_TOKENS",
+    "capture_support",
+    "cell_px",
     "RANDOM_STD",
     "hf_metrics",
     "hf_model",
@@ -50,12 +69,19 @@ __all__ = [
     "preload_hf",
     "query_reading",
     "random_model",
+    "text_limit",
     "trained_model",
 ]
 
 RANDOM_STD = 0.25          # std of the random model's weights (see TEXT["random"])
 FORWARD_CACHE = 16         # forward passes kept per HeadsState
-MAX_TEXT_TOKENS = 256      # longest tokenized text a Hugging Face model is run on here
+LONG_CACHE = 2             # ... of which long texts (each holds its q, k, overview and cached maps)
+MAX_TEXT_TOKENS = 256      # longest text for a Hugging Face model whose attention cannot be captured
+MAX_LONG_TOKENS = 4096     # longest text otherwise, on the CPU (and the model's own position limit)
+MAX_LONG_TOKENS_CUDA = 16384   # ... when the model sits on a CUDA device
+FULL_WEIGHTS_CELLS = 2**22     # L*H*T*T up to which a result holds every layer's full weights
+MAIN_PIXELS = 512          # the most pixels a side of the main map of a long result
+ROW_CACHE = 8              # exact query rows / main maps kept per long result
 DEFAULT_TEXT = "The cat sat on the mat because it was tired, and the dog sat on the rug."
 MINILM = "minilm"          # the model key of all-MiniLM-L6-v2; served models are "hf:<path>"
 
@@ -221,6 +247,44 @@ def _lower_this_threads_priority(nice: int = 10) -> None:
         pass
 
 
+def cell_px(num_heads: int) -> int:
+    """Pixels a side of one overview map: 128 for the 4 heads of the tiny models, 64 for 12."""
+    return max(48, min(128, 768 // max(1, num_heads)))
+
+
+@lru_cache(maxsize=8)
+def _capture_support(name: str) -> str:
+    model, _ = hf_model(name)
+    return can_capture(model)
+
+
+def capture_support(name: str) -> str:
+    """``""`` when the long-context path works for the Hugging Face model ``name``
+    (``attention.hf.can_capture``: probed once per process on 4 tokens), else why not."""
+    with _HF_LOCK:
+        return _capture_support(name)
+
+
+def text_limit(name: str, model) -> tuple[int, str]:
+    """The longest text (in tokens) shown for a Hugging Face model, and why that many.
+
+    The model's own position limit (``attention.hf.max_positions``), capped at ``MAX_LONG_TOKENS``
+    on the CPU or ``MAX_LONG_TOKENS_CUDA`` when the model's weights sit on a CUDA device, or at
+    ``MAX_TEXT_TOKENS`` when its attention cannot be captured (``capture_support``).
+    """
+    positions = max_positions(model)
+    why_not = capture_support(name)
+    if why_not:
+        cap, because = MAX_TEXT_TOKENS, f"the most shown for a model whose attention cannot be captured: {why_not}"
+    elif next(model.parameters()).device.type == "cuda":
+        cap, because = MAX_LONG_TOKENS_CUDA, f"the most shown on a GPU"
+    else:
+        cap, because = MAX_LONG_TOKENS, f"the most shown on the CPU ({MAX_LONG_TOKENS_CUDA} on a GPU)"
+    if positions is not None and positions <= cap:
+        return positions, f"the model's position limit: its config allows {positions} positions"
+    return cap, because
+
+
 def _not_available(kind: str, err: Exception) -> str:
     if kind == MINILM:
         return f"all-MiniLM-L6-v2 cannot be loaded: {err}. Then reload the page."
@@ -271,28 +335,44 @@ class HeadsResult:
         model: the model key (``"trained"``, ``"random"``, ``"minilm"``, ``"hf:<path>"``);
             ``random_seed``: the random weights' seed (or None).
         tokens: the ``T`` input token ids.
-        weights: ``(L, H, T, T)`` float32 attention weights, ``weights[l, h, q, k]``.
+        weights: ``(L, H, T, T)`` float32 attention weights, ``weights[l, h, q, k]``; ``None`` for a
+            long text (``long``): use ``row``, ``head_map``, ``window``, ``weight``, ``overview``.
         predictions: ``(T,)`` the model's most likely next token after each position (tiny models;
             None for Hugging Face models, which are loaded without their LM head).
         period: the repeat period of the preset input (``T // 2``), None otherwise.
         labels: the ``T`` tokens as text (the tokenizer's spelling: ``'[CLS]'``, ``'##ing'``; the
             id in decimal for the tiny models). Default: the ids.
         model_name: the model as shown to people. is_causal: its attention is causal.
+        captured: a long text's ``attention.hf.CapturedAttention`` (each layer's ``q``, ``k``);
+            None when ``weights`` are held.
+        pooled: a long text's overview maps ``(L, H, side, side)``, every map max-pooled by
+            ``pool_factor`` (``side = ceil(T / pool_factor)``); None when ``weights`` are held.
+        token_limit, limit_reason: the longest text this model is shown on and why (Hugging Face
+            models; 0 and "" for the tiny ones).
     """
 
     model: str
     random_seed: int | None
     tokens: tuple[int, ...]
-    weights: np.ndarray
+    weights: np.ndarray | None
     predictions: np.ndarray | None
     period: int | None
     labels: tuple[str, ...] = ()
     model_name: str = ""
     is_causal: bool = True
+    captured: CapturedAttention | None = field(default=None, repr=False)
+    pooled: np.ndarray | None = field(default=None, repr=False)
+    pool_factor: int = 1
+    token_limit: int = 0
+    limit_reason: str = ""
+    _cache: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
 
     def __post_init__(self):
         if not self.labels:
             object.__setattr__(self, "labels", tuple(str(t) for t in self.tokens))
+        if (self.weights is None) == (self.captured is None):
+            raise ValueError("expected either weights (L, H, T, T) or captured attention, not "
+                             f"{'both' if self.weights is not None else 'neither'}")
 
     @property
     def seq_len(self) -> int:
@@ -300,11 +380,91 @@ class HeadsResult:
 
     @property
     def num_layers(self) -> int:
-        return self.weights.shape[0]
+        return self.weights.shape[0] if self.weights is not None else self.captured.num_layers
 
     @property
     def num_heads(self) -> int:
-        return self.weights.shape[1]
+        return self.weights.shape[1] if self.weights is not None else self.captured.num_heads
+
+    @property
+    def long(self) -> bool:
+        """``True`` when the full weights are not held (a long text: ``weights is None``)."""
+        return self.weights is None
+
+    # -- what the views read (exact; computed on demand for a long text) -------------------------
+    def _index(self, name: str, value: object, n: int, allow_none: bool = False) -> int | None:
+        if value is None and allow_none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < n:
+            raise ValueError(f"expected {name} in 0..{n - 1}{' or None' if allow_none else ''} but found "
+                             f"{name}={value!r}")
+        return int(value)
+
+    def _cached(self, key: tuple, compute):
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = compute()
+            self._cache[key] = hit
+            if len(self._cache) > ROW_CACHE:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return hit
+
+    def row(self, layer: int, query: int) -> np.ndarray:
+        """``(H, T)`` float32: query ``query``'s exact weights over every key in every head of
+        ``layer`` (one row computation for a long text, cached)."""
+        l = self._index("layer", layer, self.num_layers)
+        i = self._index("query", query, self.seq_len)
+        if self.weights is not None:
+            return self.weights[l, :, i]
+        return self._cached(("row", l, i), lambda: self.captured.row(l, i).numpy())
+
+    def head_map(self, layer: int, head: int | None, pixels: int | None = None) -> PooledMaps:
+        """One head's map (``head=None``: the mean of the layer's heads), max-pooled to at most
+        ``pixels`` (default ``MAIN_PIXELS``) a side for a long text (``maps (1, R, R)``; exact,
+        ``factor == 1``, otherwise)."""
+        pixels = MAIN_PIXELS if pixels is None else pixels
+        l = self._index("layer", layer, self.num_layers)
+        h = self._index("head", head, self.num_heads, allow_none=True)
+        T = self.seq_len
+        if self.weights is not None:
+            w = self.weights[l].mean(axis=0) if h is None else self.weights[l, h]     # (T, T)
+            return PooledMaps(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))[None], 1,
+                              (0, T), (0, T), "max", float(np.triu(w, 1).max(initial=0.0)))
+        return self._cached(("map", l, h, pixels),
+                            lambda: self.captured.pooled(l, pixels, head=h, mean_heads=h is None))
+
+    def window(self, layer: int, head: int | None, q_range: tuple[int, int], k_range: tuple[int, int],
+               pixels: int | None = None) -> PooledMaps:
+        """Queries ``q0:q1`` x keys ``k0:k1`` of one head (or the layer's mean), exact when the
+        window fits ``pixels`` (default ``MAIN_PIXELS``) a side, else max-pooled (``maps (1, R, C)``)."""
+        pixels = MAIN_PIXELS if pixels is None else pixels
+        l = self._index("layer", layer, self.num_layers)
+        h = self._index("head", head, self.num_heads, allow_none=True)
+        if self.weights is not None:
+            T = self.seq_len
+            for name, rng in (("q_range", q_range), ("k_range", k_range)):
+                if (not isinstance(rng, (tuple, list)) or len(rng) != 2 or
+                        any(isinstance(v, bool) or not isinstance(v, int) for v in rng) or
+                        not 0 <= rng[0] < rng[1] <= T):
+                    raise ValueError(f"expected {name} = (start, stop) with 0 <= start < stop <= T = {T} "
+                                     f"but found {name}={rng!r}")
+            (q0, q1), (k0, k1) = q_range, k_range
+            full = self.head_map(l, h)
+            return PooledMaps(full.maps[:, q0:q1, k0:k1], 1, (q0, q1), (k0, k1), "max",
+                              full.max_future_weight)
+        return self.captured.window(l, q_range, k_range, pixels, head=h, mean_heads=h is None)
+
+    def weight(self, layer: int, head: int, query: int, key: int) -> float:
+        """The exact weight of ``query`` on ``key`` in one head."""
+        l = self._index("layer", layer, self.num_layers)
+        h = self._index("head", head, self.num_heads)
+        i = self._index("query", query, self.seq_len)
+        j = self._index("key", key, self.seq_len)
+        if self.weights is not None:
+            return float(self.weights[l, h, i, j])
+        return self.captured.weight(l, h, i, j)
 
 
 def query_reading(result: HeadsResult, layer: int, head: int, query: int,
@@ -323,7 +483,7 @@ def query_reading(result: HeadsResult, layer: int, head: int, query: int,
     """
     tokens, T = result.tokens, result.seq_len
     if row is None:
-        row = result.weights[layer, head, query]                   # (T,)
+        row = result.row(layer, query)[head]                        # (T,), exact at any T
     key = int(np.argmax(row))
     earlier = [j for j in range(query) if tokens[j] == tokens[query]]
     occurrence = earlier[-1] if earlier else None
@@ -382,7 +542,10 @@ class HeadsState(Recomputing):
         Your own input: 1 to 32 token ids in 0..63, separated by spaces or commas (press Enter).""")
     text = param.String(default=DEFAULT_TEXT, label="Text", doc=f"""
         Your own text for a Hugging Face model, tokenized by its tokenizer (special tokens such as
-        [CLS] and [SEP] included; at most {MAX_TEXT_TOKENS} tokens; press Enter).""")
+        [CLS] and [SEP] included; press Enter). Up to the model's own position limit, at most
+        {MAX_LONG_TOKENS} tokens on the CPU ({MAX_LONG_TOKENS_CUDA} on a GPU; {MAX_TEXT_TOKENS} where
+        the model's attention cannot be captured): a longer text is cut, and the message says
+        where and why.""")
     layer = param.Selector(default=0, objects=[0, 1], label="Layer", doc="The layer of the main map.")
     head = param.Selector(default=0, objects=[0, 1, 2, 3], label="Head", doc="The head of the main map.")
     aggregate = param.Boolean(default=False, label="Mean over the layer's heads", doc="""
@@ -399,6 +562,9 @@ class HeadsState(Recomputing):
         model shown (read-only).""")
     input_error = param.String(default="", constant=True, precedence=-1, doc="""
         Why the input was rejected ("" when it is fine).""")
+    input_note = param.String(default="", constant=True, precedence=-1, doc="""
+        What was done to the input shown ("" when nothing was), e.g. a text cut to the model's
+        token limit: how long it was, how much is shown and why.""")
     model_error = param.String(default="", constant=True, precedence=-1, doc="""
         Why the chosen model cannot be shown ("" when it is fine), e.g. how to install MiniLM.""")
     loading = param.String(default="", constant=True, precedence=-1, doc="""
@@ -492,7 +658,7 @@ class HeadsState(Recomputing):
         seed = self.random_seed if self.model == "random" else None
         result = self._forward(self.model, seed, tokens, period)
         metrics = list(model_metrics(self.model, seed or 0))
-        return dict(result=result, metrics=metrics, input_error=error, model_error="")
+        return dict(result=result, metrics=metrics, input_error=error, input_note="", model_error="")
 
     def compute_in_background(self, on: bool = True) -> None:
         """Served sessions (``dashboard.app.served``): compute in a worker thread, and let the view
@@ -532,42 +698,74 @@ class HeadsState(Recomputing):
             return new
         error = ""
         try:
-            result = self._trace(kind, model, tokenizer, self.text)
+            result, note = self._trace(kind, model, tokenizer, self.text, len(metrics))
         except ValueError as err:                   # keep showing the last valid text of this model
             error = str(err)
             last = self.result
-            result = last if last is not None and last.model == kind else \
-                self._trace(kind, model, tokenizer, DEFAULT_TEXT)
-        return dict(result=result, metrics=metrics, input_error=error, model_error="")
+            if last is not None and last.model == kind:
+                result, note = last, self.input_note
+            else:
+                result, note = self._trace(kind, model, tokenizer, DEFAULT_TEXT, len(metrics))
+        return dict(result=result, metrics=metrics, input_error=error, input_note=note, model_error="")
 
-    def _trace(self, kind: str, model, tokenizer, text) -> HeadsResult:
-        """``attention.hf.trace_attention`` on a text (or ids), cached like ``_forward``."""
+    def _trace(self, kind: str, model, tokenizer, text, num_maps: int) -> tuple[HeadsResult, str]:
+        """The model on a text (or ids), cached like ``_forward``: ``(result, note)``.
+
+        The text is cut to ``text_limit`` tokens (``note`` says so, else ""). Up to
+        ``FULL_WEIGHTS_CELLS`` weights in all (``num_maps * T * T``, ``num_maps = L * H``) the
+        result holds every layer's weights (``attention.hf.trace_attention``); above, each layer's
+        ``q``, ``k`` (``attention.hf.capture_attention``) and the pooled overview.
+        """
+        limit, why = text_limit(hf_name(kind), model)
+        note = ""
         if isinstance(text, str):
             if not text.strip():
                 raise ValueError("Type a text (then press Enter).")
             if tokenizer is None:                    # a model directory without a tokenizer: ids
                 vocab = model.get_input_embeddings().num_embeddings
-                text = parse_token_ids(text, vocab, MAX_TEXT_TOKENS)
-        key = (kind, None, text if isinstance(text, str) else tuple(text), None)
+                ids = parse_token_ids(text, vocab, limit)
+            else:
+                ids = tokenizer(text, verbose=False)["input_ids"]      # no "longer than" warning
+                if len(ids) > limit:
+                    n = len(ids)
+                    ids = tokenizer(text, truncation=True, max_length=limit)["input_ids"]
+                    note = f"Your text is {n} tokens: the first {len(ids)} are shown ({limit} is {why})."
+        else:
+            ids = text
+        ids = tuple(int(i) for i in ids)
+        key = (kind, None, ids, limit)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
-            return hit
-        trace = trace_attention(model, tokenizer, text if isinstance(text, str) else list(text),
-                                max_tokens=MAX_TEXT_TOKENS)
+            return hit, note
         name = "all-MiniLM-L6-v2" if kind == MINILM else os.path.basename(os.path.normpath(hf_name(kind)))
-        result = HeadsResult(
-            model=kind, random_seed=None, tokens=tuple(trace.token_ids), weights=trace.stacked().numpy(),
-            predictions=None, period=None, labels=tuple(trace.tokens), model_name=name,
-            is_causal=trace.is_causal)
+        common = dict(model=kind, random_seed=None, tokens=ids, predictions=None, period=None,
+                      model_name=name, token_limit=limit, limit_reason=why)
+        T = len(ids)
+        if num_maps * T * T <= FULL_WEIGHTS_CELLS:
+            trace = trace_attention(model, tokenizer, list(ids), max_tokens=limit)
+            result = HeadsResult(weights=trace.stacked().numpy(), labels=tuple(trace.tokens),
+                                 is_causal=trace.is_causal, **common)
+        else:                                        # never the (L, H, T, T) weights
+            cap = capture_attention(model, tokenizer, list(ids), max_tokens=limit)
+            px = cell_px(cap.num_heads)
+            maps = [cap.pooled(l, px) for l in range(cap.num_layers)]       # L x (H, side, side)
+            result = HeadsResult(weights=None, captured=cap, labels=tuple(cap.tokens), is_causal=cap.is_causal,
+                                 pooled=np.stack([m.maps.numpy() for m in maps]), pool_factor=maps[0].factor,
+                                 **common)
         self.n_forward += 1
         self._remember(key, result)
-        return result
+        return result, note
 
     def _remember(self, key: tuple, result: HeadsResult) -> None:
+        """Cache a result: at most ``FORWARD_CACHE``, of which at most ``LONG_CACHE`` long texts
+        (the oldest go first)."""
         self._cache[key] = result
         if len(self._cache) > FORWARD_CACHE:
             self._cache.popitem(last=False)
+        long = [k for k, r in self._cache.items() if r.long]
+        for k in long[:max(0, len(long) - LONG_CACHE)]:
+            del self._cache[k]
 
     def _forward(self, model: str, seed: int | None, tokens: tuple[int, ...],
                  period: int | None) -> HeadsResult:
@@ -598,9 +796,30 @@ class HeadsState(Recomputing):
 
     def selected_weights(self) -> np.ndarray:
         """``(T, T)`` weights of the selected layer and head, or the mean over the layer's heads
-        when ``aggregate`` is on."""
+        when ``aggregate`` is on. Raises ``ValueError`` for a long text (``result.long``): use
+        ``selected_map`` / ``selected_row``."""
         r = self.result
-        layer = min(self.layer, r.num_layers - 1)
-        if self.aggregate:
-            return r.weights[layer].mean(axis=0)
-        return r.weights[layer, min(self.head, r.num_heads - 1)]
+        if r.long:
+            raise ValueError(f"expected a result holding its full weights but T={r.seq_len} is a long text: "
+                             f"use selected_map() and selected_row()")
+        return self.selected_map().maps[0].numpy()
+
+    def selection(self) -> tuple[int, int | None]:
+        """``(layer, head)`` of the main map, within the result's sizes; ``head`` is None with
+        ``aggregate`` (the layer's mean)."""
+        r = self.result
+        return min(self.layer, r.num_layers - 1), None if self.aggregate else min(self.head, r.num_heads - 1)
+
+    def selected_map(self) -> PooledMaps:
+        """The main map: the selected head (or the layer's mean with ``aggregate``), exact or, for a
+        long text, max-pooled to ``MAIN_PIXELS`` a side (``HeadsResult.head_map``)."""
+        return self.result.head_map(*self.selection())
+
+    def selected_row(self, query: int | None = None) -> np.ndarray:
+        """``(T,)`` the exact weights of ``query`` (default: the selected one) in the selected head,
+        or their mean over the layer's heads with ``aggregate``."""
+        r = self.result
+        q = min(self.query if query is None else query, r.seq_len - 1)
+        layer, head = self.selection()
+        row = r.row(layer, q)                                               # (H, T)
+        return row.mean(axis=0) if head is None else row[head]

@@ -63,7 +63,9 @@ implement *"copy what came after last time"*, and that is how the model predicts
     "main": """
 ### One head up close
 Positions and tokens on both axes (hover for every token). **Click a row** to spell out what that
-query reads. Tick **Mean over the layer's heads** to see the whole layer at once.
+query reads. Tick **Mean over the layer's heads** to see the whole layer at once. On a long text the
+map is max-pooled (the title says by how much): zoom in (box or mouse wheel) and the visible window
+is recomputed at full resolution; hover gives the exact weight of the cell under the cursor.
 """,
     "hf_kinds": """
 ### What to look for in a pretrained BERT

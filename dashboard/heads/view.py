@@ -34,7 +34,9 @@ CSS-class hooks for browser tests:
                           on the x axis, layers ``L0 ..`` on the y axis; the selected map is
                           outlined. A click on a map opens it in the main map
 ``.ap-th-main``           the main map (title "Layer l · head h ..." or "Layer l · mean of its
-                          H heads"); tick labels ``position:token``
+                          H heads"; a long text's adds "· max-pooled f×f" and, zoomed, "· zoom:
+                          exact weights" / "· zoom: max of g×g"); tick labels ``position:token``;
+                          box / wheel zoom, and the tooltip's "weight (exact)" when pooled
 ``.ap-th-reading``        what the selected query reads (``[data-query]``, ``[data-top-key]``,
                           ``[data-relation]``)
 ``.ap-th-metrics``        the metrics table (rows ``tr[data-layer][data-head]``, the selected row
@@ -47,20 +49,29 @@ CSS-class hooks for browser tests:
 """
 from __future__ import annotations
 
-import panel as pn
+import hashlib
+import math
+from dataclasses import replace
 
-from ..common.figures import LivePlot
+import panel as pn
+from bokeh.events import MouseMove, RangesUpdate
+from bokeh.models import ColumnDataSource
+
+from ..common.figures import LivePlot, exact_hover, zoom_tools
 from ..common.frames import with_marker
 from ..common.lazy import BuiltWhenShown
 from ..common.live import LiveHTML, LiveView
 from ..common.panes import caveat, clamp_index, figure_pane, markdown, widgets_from_spec
 from ..common.style import SECTION_STYLES
 from . import plots
-from .state import MINILM, RANDOM_STD, HeadsState, is_hf
+from .state import MINILM, RANDOM_STD, HeadsState, cell_px, is_hf
 from .text import CSS, TEXT
 
 __all__ = ["ModelHeads", "ModelHeadsView", "TrainedHeads", "TrainedHeadsView", "WIDGETS", "cell_px"]
 
+TEXT_MAX_CHARS = 400_000
+"""The most characters the text box takes (Panel's default, 5000, would cut a long text in the
+browser, silently, at about 1000 tokens; 16384 tokens of English are about 100 000)."""
 _BUTTONS = dict(type=pn.widgets.RadioButtonGroup, color="primary", variant="outline")
 WRAP_BUTTONS = """
 .bk-btn-group { flex-wrap: wrap; }
@@ -75,7 +86,7 @@ WIDGETS = {
     "custom_tokens": {"type": pn.widgets.TextInput, "css_classes": ["ap-th-tokens"],
                       "placeholder": "e.g. 5 9 2 7 5 9 2, then Enter"},
     "text": {"type": pn.widgets.TextInput, "css_classes": ["ap-th-text"],
-             "placeholder": "a sentence, then Enter"},
+             "placeholder": "a sentence, then Enter", "max_length": TEXT_MAX_CHARS},
     "layer": {**_BUTTONS, "css_classes": ["ap-th-layer"], "sizing_mode": "stretch_width",
               "stylesheets": [WRAP_BUTTONS]},
     "head": {**_BUTTONS, "css_classes": ["ap-th-head"], "sizing_mode": "stretch_width",
@@ -88,14 +99,13 @@ NOTES = {"trained": "", "random": "random", MINILM: "minilm"}
 """Which ``TEXT`` note goes with a model key (served models: ``"served"``)."""
 
 
-def cell_px(num_heads: int) -> int:
-    """Pixels a side of one overview map: 128 for the 4 heads of the tiny models, 64 for 12."""
-    return max(48, min(128, 768 // max(1, num_heads)))
-
-
 def _md(key: str, **fmt) -> pn.pane.Markdown:
     return markdown(TEXT[key].format(**fmt), f"ap-th-text-{key}", max_width=900,
                     sizing_mode="stretch_width")
+
+
+STATE_ID_TOKENS = 256
+"""Up to this many tokens the state id lists them; a longer text is named by its length and a digest."""
 
 
 def state_id(th: HeadsState) -> str:
@@ -103,8 +113,17 @@ def state_id(th: HeadsState) -> str:
     r = th.result
     seed = "-" if r.random_seed is None else r.random_seed
     head = "mean" if th.aggregate else min(th.head, r.num_heads - 1)
-    return (f"model={r.model} weights_seed={seed} tokens={','.join(map(str, r.tokens))} "
+    tokens = ','.join(map(str, r.tokens)) if r.seq_len <= STATE_ID_TOKENS else \
+        f"{r.seq_len}:" + hashlib.sha256(repr(r.tokens).encode()).hexdigest()[:12]
+    return (f"model={r.model} weights_seed={seed} tokens={tokens} "
             f"layer={min(th.layer, r.num_layers - 1)} head={head} q={min(th.query, r.seq_len - 1)}")
+
+
+class _Zoom:
+    """The pseudo-event a zoom of the main map sends down the update pipeline (``show`` sees
+    ``"zoom"``)."""
+
+    name = "zoom"
 
 
 class ModelHeadsView(LiveView):
@@ -116,8 +135,8 @@ class ModelHeadsView(LiveView):
             head lies); ``main_plot``: the main map.
     """
 
-    _WATCH = ["result", "metrics", "layer", "head", "query", "aggregate", "input_error", "model_error",
-              "model", "input_kind", "loading"]
+    _WATCH = ["result", "metrics", "layer", "head", "query", "aggregate", "input_error", "input_note",
+              "model_error", "model", "input_kind", "loading"]
 
     def __init__(self, th: HeadsState):
         super().__init__(th)
@@ -126,8 +145,17 @@ class ModelHeadsView(LiveView):
         self._image_for = None                      # the result the overview image was made from
         self.overview = LivePlot(self._overview_frame())
         self.overview.figure.on_event("tap", self._on_tap_overview)
+        # zoom sharpens a pooled main map: the visible window is recomputed finer (``_refined``);
+        # hover names the exact weight of the cell under the cursor, computed here (``_on_hover``)
+        self._zoom: tuple[float, float, float, float] | None = None
+        self._refined_key, self._refined_maps = None, None
         self.main_plot = LivePlot(self._main_frame())
         self.main_plot.figure.on_event("tap", self._on_tap_main)
+        self.exact_source = ColumnDataSource(data=dict(x=[], y=[], text=[]))
+        zoom_tools(self.main_plot.figure)
+        exact_hover(self.main_plot.figure, self.exact_source)
+        self.main_plot.figure.on_event(RangesUpdate, self._on_zoom)
+        self.main_plot.figure.on_event(MouseMove, self._on_hover)
         self.reading = LiveHTML(plots.reading_html(th), css_classes=["ap-th-reading"],
                                     stylesheets=[CSS], width=330)
         self.table = LiveHTML(self._table_html(), css_classes=["ap-th-metrics"], stylesheets=[CSS])
@@ -173,12 +201,13 @@ class ModelHeadsView(LiveView):
             self.overview.update(self._overview_frame())
         if new_data:
             self.summary.object = plots.summary_html(th)
-        if new_data or selection or "query" in diff:
+        if new_data or selection or "query" in diff or "zoom" in changed:
             self.main_plot.update(self._main_frame())
+        if new_data or selection or "query" in diff:
             self.reading.object = plots.reading_html(th)
         if new_data or selection:
             self.table.object = self._table_html()
-        if diff & {"input_error", "model_error", "input_kind", "result", "loading"}:
+        if diff & {"input_error", "input_note", "model_error", "input_kind", "result", "loading"}:
             self.message.object = plots.message_html(th)
         if diff & {"model", "input_kind", "result"}:
             self._show_widgets()
@@ -191,7 +220,7 @@ class ModelHeadsView(LiveView):
         px = cell_px(r.num_heads)
         if self._image_for is not r:
             self.mosaic = plots.Mosaic.of(r.num_layers, r.num_heads, r.seq_len, px)
-            self._image = plots.mosaic_layer(r.weights, self.mosaic)
+            self._image = plots.overview_layer(r, self.mosaic)
             self._image_for = r
         layer, head = min(th.layer, r.num_layers - 1), min(th.head, r.num_heads - 1)
         selected = plots.selection_layer(self.mosaic, layer, None if th.aggregate else head)
@@ -200,9 +229,38 @@ class ModelHeadsView(LiveView):
     def _main_frame(self):
         th, r = self.th, self.th.result
         layer, head = min(th.layer, r.num_layers - 1), min(th.head, r.num_heads - 1)
-        frame = plots.main_frame(th.selected_weights(), r.labels, layer, None if th.aggregate else head,
-                                 th.head_metrics_of(layer, head), of_heads=r.num_heads)
-        return with_marker(frame, min(th.query, r.seq_len - 1))
+        shown = th.selected_map()                   # exact, or pooled to MAIN_PIXELS for a long text
+        if getattr(self, "main_plot", None) is not None and self.main_plot.frame.xlim != (-0.5, r.seq_len - 0.5):
+            self._zoom = None                       # another length: the figure goes back to the overview
+        frame = plots.main_frame(shown.maps[0].numpy(), r.labels, layer, None if th.aggregate else head,
+                                 th.head_metrics_of(layer, head), of_heads=r.num_heads, factor=shown.factor,
+                                 refined=self._refined(shown.factor))
+        image = frame.layers[0]
+        if shown is getattr(self, "_main_shown", None):
+            image = self._main_image                # the same map: its pixels are not sent again
+        self._main_shown, self._main_image = shown, image
+        line = with_marker(frame, min(th.query, r.seq_len - 1)).layers[-1]
+        return replace(frame, layers=(image, frame.layers[1], line))
+
+    def _refined(self, factor: int):
+        """The main map's visible window recomputed finer than the pooled ``factor``
+        (``HeadsResult.window``: exact when it fits ``MAIN_PIXELS`` a side), or None (no zoom, an
+        exact map, or nothing finer to show). Cached per (result, map, window)."""
+        th, r = self.th, self.th.result
+        if self._zoom is None or factor == 1:
+            return None
+        T = r.seq_len
+        x0, x1, y0, y1 = self._zoom
+        k0, k1 = max(0, math.floor(min(x0, x1) + 0.5)), min(T, math.ceil(max(x0, x1) + 0.5))
+        q0, q1 = max(0, math.floor(min(y0, y1) + 0.5)), min(T, math.ceil(max(y0, y1) + 0.5))
+        if k1 <= k0 or q1 <= q0:
+            return None
+        layer, head = th.selection()
+        key = (r, layer, head, (q0, q1), (k0, k1))
+        if key != self._refined_key:
+            pm = r.window(layer, head, (q0, q1), (k0, k1))
+            self._refined_key, self._refined_maps = key, (pm if pm.factor < factor else None)
+        return self._refined_maps
 
     def _table_html(self) -> str:
         th = self.th
@@ -232,6 +290,37 @@ class ModelHeadsView(LiveView):
         cell = self.mosaic.cell_at(event.x, event.y)
         if cell is not None:
             self.th.param.update(layer=cell[0], head=cell[1], aggregate=False)
+
+    def _on_zoom(self, event) -> None:
+        """A zoom, pan or reset of the main map: show its visible window finer (or, back at the
+        whole map, drop the refined window) through the update pipeline."""
+        window = (event.x0, event.x1, event.y0, event.y1)
+        if any(v is None for v in window):
+            return
+        xlim, ylim = self.main_plot.frame.xlim, self.main_plot.frame.ylim
+        whole = (min(window[:2]) <= xlim[0] + 0.5 and max(window[:2]) >= xlim[1] - 0.5
+                 and min(window[2:]) <= ylim[0] + 0.5 and max(window[2:]) >= ylim[1] - 0.5)
+        zoom = None if whole or not self.th.result.long else tuple(float(v) for v in window)
+        if zoom == self._zoom:
+            return
+        self._zoom = zoom
+        self.request_update(_Zoom())
+
+    def _on_hover(self, event) -> None:
+        """The cursor over a pooled main map: put the exact weight of the cell under it where the
+        tooltip reads it (one row or weight computed per new cell; the pooled pixel is not used)."""
+        th, r = self.th, self.th.result
+        if not r.long or event.x is None or event.y is None:
+            return
+        k, q = round(event.x), round(event.y)
+        if not (0 <= k < r.seq_len and 0 <= q < r.seq_len):
+            return
+        data = self.exact_source.data
+        if list(data["x"]) == [k] and list(data["y"]) == [q]:
+            return
+        layer, head = th.selection()
+        w = float(r.row(layer, q).mean(axis=0)[k]) if head is None else r.weight(layer, head, q, k)
+        self.exact_source.data = dict(x=[k], y=[q], text=[f"{w:.6f}"])
 
     def _on_tap_main(self, event) -> None:
         q = clamp_index(event.y, self.th.result.seq_len)

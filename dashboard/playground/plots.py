@@ -24,6 +24,7 @@ import holoviews as hv
 import numpy as np
 import torch
 
+from ..common.figures import EXACT_HOVER_JS, exact_hover, zoom_tools  # noqa: F401  (moved there; re-exported)
 from ..common.frames import (
     MAX_PIXELS,
     Frame,
@@ -353,37 +354,6 @@ def _heads_title(result: PlaygroundResult, zoom_factor: int | None = None) -> st
         title += (" · zoom: exact weights" if zoom_factor == 1
                   else f" · zoom: max of {zoom_factor}×{zoom_factor}")
     return title
-
-
-EXACT_HOVER_JS = """
-const d = exact.data;
-if (d.x.length && d.x[0] === Math.round(special_vars.x) && d.y[0] === Math.round(special_vars.y))
-  return d.text[0];
-return "…";
-"""
-
-
-def exact_hover(figure, source) -> None:
-    """Let the heads figure's tooltip line ``$sx{exact}`` show the exact weight the server put in
-    ``source`` (``x``, ``y``: the cell in mosaic coordinates, ``text``: the weight) for the cell
-    under the cursor ("…" until it arrives)."""
-    from bokeh.models import CustomJSHover, HoverTool
-    fmt = CustomJSHover(args=dict(exact=source), code=EXACT_HOVER_JS)
-    for tool in figure.select(type=HoverTool):
-        tool.formatters = {**(tool.formatters or {}), "$sx": fmt}
-
-
-def zoom_tools(figure) -> None:
-    """Box zoom, wheel zoom (active on scroll), pan and reset on the heads figure, in a toolbar that
-    shows on hover (it overlays the figure: showing it lays nothing out again)."""
-    from bokeh.models import BoxZoomTool, PanTool, ResetTool, WheelZoomTool
-    wheel = WheelZoomTool()
-    figure.add_tools(BoxZoomTool(), wheel, PanTool(), ResetTool())
-    figure.toolbar.active_scroll = wheel
-    figure.toolbar.autohide = True
-    # BokehJS announces a wheel zoom (RangesUpdate) only once no wheel event came for
-    # ``lod_timeout`` ms (500 by default: half a second added to every refine)
-    figure.lod_timeout = 100
 
 
 def heads_frame(result: PlaygroundResult, query: int) -> Frame:

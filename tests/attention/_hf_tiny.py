@@ -33,16 +33,18 @@ def tokenizer(bert: bool):
                                    bos_token="<s>", eos_token="</s>")
 
 
-def build(kind: str, layers: int = 2, window: int | None = None):
-    """``(model, tokenizer)`` for kind in gpt2, llama (GQA), mistral (sliding window), qwen2, bert."""
+def build(kind: str, layers: int = 2, window: int | None = None, positions: int = POSITIONS):
+    """``(model, tokenizer)`` for kind in gpt2, llama (GQA), mistral (sliding window), qwen2, bert,
+    gemma2 (soft-capped attention scores);
+    ``positions``: the longest sequence the config allows (default 64)."""
     import transformers as tf
 
     V = len(VOCAB)
     common = dict(vocab_size=V, hidden_size=E, num_hidden_layers=layers, num_attention_heads=HEADS,
-                  intermediate_size=2 * E, max_position_embeddings=POSITIONS)
+                  intermediate_size=2 * E, max_position_embeddings=positions)
     torch.manual_seed(0)
     if kind == "gpt2":
-        cfg = tf.GPT2Config(vocab_size=V, n_embd=E, n_layer=layers, n_head=HEADS, n_positions=POSITIONS,
+        cfg = tf.GPT2Config(vocab_size=V, n_embd=E, n_layer=layers, n_head=HEADS, n_positions=positions,
                             bos_token_id=VOCAB["<s>"], eos_token_id=VOCAB["</s>"])
         model = tf.GPT2LMHeadModel(cfg)
     elif kind == "llama":
@@ -51,6 +53,9 @@ def build(kind: str, layers: int = 2, window: int | None = None):
         model = tf.MistralForCausalLM(tf.MistralConfig(num_key_value_heads=2, sliding_window=window or 4, **common))
     elif kind == "qwen2":
         model = tf.Qwen2ForCausalLM(tf.Qwen2Config(num_key_value_heads=2, **common))
+    elif kind == "gemma2":                   # soft-capped scores: not plain softmax attention
+        model = tf.Gemma2ForCausalLM(tf.Gemma2Config(num_key_value_heads=2, head_dim=E // HEADS,
+                                                     attn_logit_softcapping=50.0, **common))
     elif kind == "bert":
         model = tf.BertModel(tf.BertConfig(**common, pad_token_id=VOCAB["[PAD]"]), add_pooling_layer=False)
     else:
@@ -58,9 +63,9 @@ def build(kind: str, layers: int = 2, window: int | None = None):
     return model.eval(), tokenizer(bert=kind == "bert")
 
 
-def save(kind: str, path: Path, layers: int = 2, window: int | None = None) -> Path:
+def save(kind: str, path: Path, layers: int = 2, window: int | None = None, positions: int = POSITIONS) -> Path:
     """Build a tiny model and save it with its tokenizer (safetensors) to ``path``."""
-    model, tok = build(kind, layers, window)
+    model, tok = build(kind, layers, window, positions)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path

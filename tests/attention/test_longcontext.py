@@ -111,6 +111,22 @@ def test_mean_pooling_averages_only_real_positions(gen, T, S, mask):
                                atol=1e-6)
 
 
+@pytest.mark.parametrize("lead", [(3,), (2, 3)])
+@pytest.mark.parametrize("mask", [None, "causal"])
+def test_mean_heads_pools_the_mean_of_the_heads_maps(gen, lead, mask):
+    T = 23
+    q, k = _qk(gen, lead, T, T, kv_heads=None)
+    mean = _full(q, k, mask).mean(dim=-3, keepdim=True).numpy()          # (..., 1, T, T)
+    for pixels in (T, 6):
+        pm = pooled_attention_maps(q, k, mask=mask, pixels=pixels, tile=4, mean_heads=True)
+        assert pm.maps.shape == (*lead[:-1], 1, math.ceil(T / pm.factor), math.ceil(T / pm.factor))
+        np.testing.assert_allclose(pm.maps.numpy(), _np_pool(mean, pm.factor), atol=1e-6)
+    win = attention_window(q, k, q_range=(5, 17), k_range=(2, 11), mask=mask, mean_heads=True)
+    np.testing.assert_allclose(win.maps.numpy(), mean[..., 5:17, 2:11], atol=1e-6)
+    with pytest.raises(TypeError, match="expected mean_heads to be a bool"):
+        pooled_attention_maps(q, k, mean_heads=1)
+
+
 def test_all_blocked_query_row_is_zero_not_nan(gen):
     T = S = 12
     q, k = _qk(gen, (2,), T, S)

@@ -111,17 +111,20 @@ def test_the_aggregate_is_the_mean_over_the_layers_heads(minilm):
 
 
 @needs_minilm
-def test_text_too_long_or_empty_keeps_the_last_result_and_says_why(minilm):
+def test_a_text_past_minilms_512_positions_is_cut_and_an_empty_one_keeps_the_last_result(minilm):
     th = ModelHeads(model="minilm", text=SENTENCE)
     view = ModelHeadsView(th)
+    th.text = "word " * 600                                   # 602 tokens with [CLS] and [SEP]
+    r = th.result
+    assert th.input_error == "" and r.seq_len == 512 and r.labels[0] == "[CLS]" and r.labels[-1] == "[SEP]"
+    assert th.input_note == ("Your text is 602 tokens: the first 512 are shown (512 is the model's position "
+                             "limit: its config allows 512 positions).")
+    assert "data-note='cut'" in view.message.object and "data-token-limit='512'" in view.summary.object
     good = th.result
-    th.text = "word " * 300
-    assert th.result is good and "at most 256 tokens" in th.input_error
-    assert "data-error='input'" in view.message.object
     th.text = "   "
     assert th.result is good and "Type a text" in th.input_error
     th.text = SENTENCE + " Again."
-    assert th.input_error == "" and th.result.labels[-3:] == ("again", ".", "[SEP]")
+    assert th.input_error == "" and th.input_note == "" and th.result.labels[-3:] == ("again", ".", "[SEP]")
 
 
 @needs_minilm
