@@ -44,7 +44,8 @@ element, and playwright locators see through the open shadow roots):
 ``.ap-position-scale``      position signal (``FloatSlider``)
 ``.ap-download``            "Download as HTML" (``FileDownload``; builds the export in memory)
 ``.ap-heads``               the heads row (``Row``): ``.ap-colorbar`` + ``.ap-heads-map``
-``.ap-heads-map``           every head's map in one figure, four to a row, each labelled "head h"
+``.ap-heads-map``           every head's map in one figure (a fixed 706 x 364 px frame: four to a
+                            row up to 8 heads, more columns above), each labelled "head h"
                             (a Text glyph: as many labels as H); its tag ``ap-heads:H=.. T=..
                             stride=.. ncols=..`` says where head h's key k / query q is drawn
                             (x = (h % ncols)*stride + k, y = (h // ncols)*stride + q); a click in

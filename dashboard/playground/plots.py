@@ -149,13 +149,14 @@ def head_arrangement(H: int) -> tuple[int, int, int]:
 class HeadGrid:
     """Where each head's map lies in the live Playground's one heads figure (a mosaic).
 
-    Heads sit ``HEADS_PER_ROW`` to a row, head ``h`` in column ``h % HEADS_PER_ROW`` and row
-    ``h // HEADS_PER_ROW``, in data units of key / query *positions*: head ``h``'s key ``k`` and
+    Heads sit ``ncols`` to a row (``head_arrangement``: 4 up to 8 heads), head ``h`` in column
+    ``h % ncols`` and row ``h // ncols``, in data units of key / query *positions*: head ``h``'s key ``k`` and
     query ``q`` are drawn at ``x = origin(h)[0] + k``, ``y = origin(h)[1] + q`` (y grows down).
     Maps are max-pooled over ``f x f`` blocks (``state.mosaic_factor``: once all of them together
     exceed ``MAX_PIXELS``, pooled to half that); a cell then spans ``ceil(T / f) * f`` positions and the gap is a whole number of blocks, so that
-    one image of the whole mosaic has square pixels. The figure's size in px depends on the number
-    of rows only: a heads step inside a row of maps changes data, never the page's layout.
+    one image of the whole mosaic has square pixels. The figure's size in px never changes
+    (``HEADS_BOX``; ``limits`` fits the mosaic into it): a heads step changes data and ranges, never
+    the page's layout.
     """
 
     T: int
