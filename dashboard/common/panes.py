@@ -7,8 +7,12 @@ from bokeh.models import Tooltip as BkTooltip
 
 from .style import CAVEAT_STYLES
 
-__all__ = ["SLIDER_TAPS_JS", "TOOLTIP_WIDTH", "caveat", "clamp_index", "figure_pane",
+__all__ = ["SLIDER_TAPS_JS", "TEXT_MAX_CHARS", "TOOLTIP_WIDTH", "caveat", "clamp_index", "figure_pane",
            "hover_tooltip", "markdown", "prompt", "slider_taps", "widgets_from_spec", "wrap_row"]
+
+TEXT_MAX_CHARS = 400_000
+"""The most characters a text box of the app takes (Panel's default ``max_length``, 5000, would cut a
+long text in the browser, silently, at about 1000 words; 16384 tokens of English are ~100 000)."""
 
 SLIDER_TAPS_JS = """
 (() => {

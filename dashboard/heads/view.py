@@ -61,7 +61,7 @@ from ..common.figures import LivePlot, exact_hover, zoom_tools
 from ..common.frames import with_marker
 from ..common.lazy import BuiltWhenShown
 from ..common.live import LiveHTML, LiveView
-from ..common.panes import caveat, clamp_index, figure_pane, markdown, widgets_from_spec
+from ..common.panes import TEXT_MAX_CHARS, caveat, clamp_index, figure_pane, markdown, widgets_from_spec
 from ..common.style import SECTION_STYLES
 from . import plots
 from .state import MINILM, RANDOM_STD, HeadsState, cell_px, is_hf
@@ -69,9 +69,6 @@ from .text import CSS, TEXT
 
 __all__ = ["ModelHeads", "ModelHeadsView", "TrainedHeads", "TrainedHeadsView", "WIDGETS", "cell_px"]
 
-TEXT_MAX_CHARS = 400_000
-"""The most characters the text box takes (Panel's default, 5000, would cut a long text in the
-browser, silently, at about 1000 tokens; 16384 tokens of English are about 100 000)."""
 _BUTTONS = dict(type=pn.widgets.RadioButtonGroup, color="primary", variant="outline")
 WRAP_BUTTONS = """
 .bk-btn-group { flex-wrap: wrap; }

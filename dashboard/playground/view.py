@@ -31,6 +31,7 @@ from ..common.lazy import BuiltWhenShown
 from ..common.figures import LivePlot, render
 from ..common.live import LiveHTML, LiveView
 from ..common.panes import (
+    TEXT_MAX_CHARS,
     caveat,
     checked_widget,
     clamp_index,
@@ -50,7 +51,7 @@ __all__ = ["AttentionPlayground", "PlaygroundView", "WIDGETS"]
 
 WIDGETS = {
     "text": {"type": pn.widgets.TextInput, "placeholder": "a sentence, then Enter",
-             "css_classes": ["ap-text"]},
+             "css_classes": ["ap-text"], "max_length": TEXT_MAX_CHARS},
     "seq_len": {"type": pn.widgets.IntInput, "checked": "value", "css_classes": ["ap-seq-len"]},
     "num_heads": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-num-heads"]},
     "head_dim": {"type": pn.widgets.IntSlider, "throttled": True, "css_classes": ["ap-head-dim"]},

@@ -286,3 +286,12 @@ def test_above_the_limit_the_export_is_pooled_and_says_so(tmp_path, capsys):
     assert "Pooled export" in view._download_html().getvalue().decode("utf-8")
     small = PlaygroundView(AttentionPlayground(seq_len=8, num_heads=2))
     assert "Pooled export" not in small._download_html().getvalue().decode("utf-8")
+
+
+def test_the_text_box_takes_a_text_of_the_longest_length():
+    """Panel's TextInput keeps 5000 characters by default: the browser would cut a 4096-word text at
+    about 1000 words, silently."""
+    text = " ".join(f"word{i}" for i in range(state.MAX_SEQ_LEN))
+    view = PlaygroundView(AttentionPlayground())
+    (box,) = [w for w in view.layout.select(pn.widgets.TextInput) if "ap-text" in w.css_classes]
+    assert box.max_length >= len(text)
