@@ -32,8 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from ..longcontext import PooledMaps, attention_row, attention_window, exact_weight, pooled_attention_maps
-from .loading import _base, is_causal_model, max_positions
-from .trace import _ids
+from .loading import _base, is_causal_model
+from .trace import checked_ids
 
 __all__ = ["CAPTURE", "CapturedAttention", "NotCapturable", "can_capture", "capture_attention", "model_lock"]
 
@@ -209,18 +209,8 @@ def capture_attention(model: nn.Module, tokenizer: Any, text_or_ids: Any, *, max
         ValueError: too many tokens, ids outside the vocabulary.
     """
     base = _base(model)
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise ValueError(f"expected max_tokens to be an int >= 1 but found {max_tokens!r}")
-    ids = _ids(tokenizer, text_or_ids)                              # (1, T)
+    ids = checked_ids(base, tokenizer, text_or_ids, max_tokens)    # (1, T)
     T = ids.shape[1]
-    limit = min(max_tokens, max_positions(base) or max_tokens)
-    if T > limit:
-        raise ValueError(f"expected at most {limit} tokens (max_tokens={max_tokens}, model positions "
-                         f"{max_positions(base)}) but the input has {T}: shorten the text")
-    vocab = base.get_input_embeddings().num_embeddings
-    if int(ids.min()) < 0 or int(ids.max()) >= vocab:
-        raise ValueError(f"expected token ids in 0..{vocab - 1} (the model's vocabulary) but found "
-                         f"{int(ids.min())}..{int(ids.max())}")
     _register()
     device = next(base.parameters()).device
     records: list[_Layer] = []

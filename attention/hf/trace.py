@@ -145,6 +145,26 @@ def _ids(tokenizer: Any, text_or_ids: Any) -> Tensor:
     return ids
 
 
+def checked_ids(base, tokenizer, text_or_ids, max_tokens: int) -> Tensor:
+    """``text_or_ids`` as ``(1, T)`` token ids for the base model ``base``, checked: ``max_tokens``
+    an int >= 1, ``T`` within it and the model's positions, ids within its vocabulary (a
+    ``ValueError`` naming the limit otherwise). Shared by ``trace_attention`` and
+    ``capture_attention``."""
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ValueError(f"expected max_tokens to be an int >= 1 but found {max_tokens!r}")
+    ids = _ids(tokenizer, text_or_ids)                              # (1, T)
+    T = ids.shape[1]
+    limit = min(max_tokens, max_positions(base) or max_tokens)
+    if T > limit:
+        raise ValueError(f"expected at most {limit} tokens (max_tokens={max_tokens}, model positions "
+                         f"{max_positions(base)}) but the input has {T}: shorten the text")
+    vocab = base.get_input_embeddings().num_embeddings
+    if int(ids.min()) < 0 or int(ids.max()) >= vocab:
+        raise ValueError(f"expected token ids in 0..{vocab - 1} (the model's vocabulary) but found "
+                         f"{int(ids.min())}..{int(ids.max())}")
+    return ids
+
+
 def trace_attention(model: nn.Module, tokenizer: Any, text_or_ids: Any, *, max_tokens: int = 512) -> AttentionTrace:
     """Run ``model`` once on one text and keep every layer's attention weights.
 
@@ -166,18 +186,8 @@ def trace_attention(model: nn.Module, tokenizer: Any, text_or_ids: Any, *, max_t
             (loaded with ``attn_implementation="sdpa"``).
     """
     base = _base(model)
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise ValueError(f"expected max_tokens to be an int >= 1 but found {max_tokens!r}")
-    ids = _ids(tokenizer, text_or_ids)                              # (1, T)
+    ids = checked_ids(base, tokenizer, text_or_ids, max_tokens)    # (1, T)
     T = ids.shape[1]
-    limit = min(max_tokens, max_positions(base) or max_tokens)
-    if T > limit:
-        raise ValueError(f"expected at most {limit} tokens (max_tokens={max_tokens}, model positions "
-                         f"{max_positions(base)}) but the input has {T}: shorten the text")
-    vocab = base.get_input_embeddings().num_embeddings
-    if int(ids.min()) < 0 or int(ids.max()) >= vocab:
-        raise ValueError(f"expected token ids in 0..{vocab - 1} (the model's vocabulary) but found "
-                         f"{int(ids.min())}..{int(ids.max())}")
     device = next(base.parameters()).device
     from .capture import model_lock
 
