@@ -24,7 +24,6 @@ Shape legend: ``L`` layers, ``H`` query heads, ``K`` key heads, ``T`` positions,
 from __future__ import annotations
 
 import threading
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..longcontext import PooledMaps, attention_row, attention_window, exact_weight, pooled_attention_maps
-from .loading import _base, is_causal_model
+from .loading import _base, is_causal_model, model_lock
 from .trace import checked_ids
 
 __all__ = ["CAPTURE", "CapturedAttention", "NotCapturable", "can_capture", "capture_attention", "model_lock"]
@@ -42,25 +41,12 @@ CAPTURE = "attention_playground_capture"
 
 _UNSUPPORTED = ("softcap", "s_aux", "sinks", "position_bias")   # kwargs that change the softmax
 _local = threading.local()
-_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.Lock]" = weakref.WeakKeyDictionary()
-_LOCKS_LOCK = threading.Lock()
 _REGISTERED = False
 
 
 class NotCapturable(ValueError):
     """The model's attention cannot be captured as plain ``softmax(q k^T * scale + mask)``; the
     message says why (the long-context path is then not available for it)."""
-
-
-def model_lock(model: nn.Module) -> threading.Lock:
-    """The lock held while ``model`` runs with the capturing attention (its config names another
-    attention function meanwhile): ``trace_attention`` and ``capture_attention`` take it."""
-    base = _base(model)
-    with _LOCKS_LOCK:
-        lock = _LOCKS.get(base)
-        if lock is None:
-            lock = _LOCKS[base] = threading.Lock()
-        return lock
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,9 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import urllib.parse
+import weakref
 import zipfile
 from pathlib import Path
 
@@ -35,6 +37,7 @@ __all__ = [
     "is_causal_model",
     "load_pretrained",
     "max_positions",
+    "model_lock",
     "minilm_available",
     "minilm_path",
     "resolve_model_path",
@@ -294,6 +297,22 @@ def _base(model: nn.Module) -> nn.Module:
     if not isinstance(model, nn.Module) or not hasattr(model, "config"):
         raise TypeError(f"expected model to be a transformers PreTrainedModel but found {type(model).__name__}")
     return getattr(model, "base_model", model)
+
+
+_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.Lock]" = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.Lock:
+    """The lock held while ``model`` runs with the capturing attention (``capture_attention``: its
+    config names another attention function meanwhile): ``trace_attention`` and
+    ``capture_attention`` take it. One per model, made on first use."""
+    base = _base(model)
+    with _LOCKS_LOCK:
+        lock = _LOCKS.get(base)
+        if lock is None:
+            lock = _LOCKS[base] = threading.Lock()
+        return lock
 
 
 def is_causal_model(model: nn.Module) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from .loading import _base, is_causal_model, max_positions
+from .loading import _base, is_causal_model, max_positions, model_lock
 
 __all__ = ["AttentionTrace", "trace_attention"]
 
@@ -189,7 +189,6 @@ def trace_attention(model: nn.Module, tokenizer: Any, text_or_ids: Any, *, max_t
     ids = checked_ids(base, tokenizer, text_or_ids, max_tokens)    # (1, T)
     T = ids.shape[1]
     device = next(base.parameters()).device
-    from .capture import model_lock
 
     with model_lock(model), torch.no_grad():     # never while capture_attention switched its attention
         out = model(input_ids=ids.to(device), output_attentions=True, use_cache=False)
