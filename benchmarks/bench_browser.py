@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dev", action="store_true", help="serve with ./dev serve (needs ./.venv)")
     ap.add_argument("--port", type=int, default=None)
     ap.add_argument("--sizes", default=None, help="e.g. 16x4,256x8 (default: all three)")
-    ap.add_argument("--controls", default=",".join(CONTROLS), help="comma-separated subset")
+    ap.add_argument("--controls", default=",".join(CONTROLS),
+                    help=f"comma-separated subset of: {', '.join(CONTROLS)}")
     ap.add_argument("--json", default=None, help="also write every raw timing here")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))    # stop the server on kill, too
@@ -219,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         want = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
         sizes = [(T, H, tgt) for T, H, tgt in SIZES if (T, H) in want] or \
                 [(T, H, 1200.0) for T, H in want]
-    controls = [c for c in args.controls.split(",") if c]
+    controls = [c.strip() for c in args.controls.split(",") if c.strip()]
+    unknown = [c for c in controls if c not in CONTROLS]
+    if unknown:
+        ap.error(f"--controls: unknown {unknown}; choose from {CONTROLS}")
     server = AppServer(port=args.port, launcher=["./dev"] if args.dev else None)
     raw: dict = {"sizes": {}, "argv": sys.argv}
     t_start = time.time()
