@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import _hf_tiny
+from _reference import np_pool
 from attention.hf import NotCapturable, can_capture, capture_attention, trace_attention
 
 def build(kind: str, **kw):
@@ -21,14 +22,6 @@ def build(kind: str, **kw):
 
 TEXT = " ".join(_hf_tiny.WORDS[(7 * i) % 60] for i in range(40))
 
-
-def np_max_pool(w: np.ndarray, f: int) -> np.ndarray:
-    """Max over ``f x f`` blocks of ``(..., T, T)`` (zeros past the far edges)."""
-    T = w.shape[-1]
-    n = math.ceil(T / f)
-    padded = np.zeros(w.shape[:-2] + (n * f, n * f), dtype=w.dtype)
-    padded[..., :T, :T] = w
-    return padded.reshape(w.shape[:-2] + (n, f, n, f)).max(axis=(-3, -1))
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama", "mistral", "qwen2", "bert"])
@@ -46,7 +39,7 @@ def test_pooled_rows_windows_and_cells_equal_output_attentions(traced):
         full = full.numpy()
         pooled = cap.pooled(l, pixels=math.ceil(T / 3))                 # f = 3
         assert pooled.factor == 3
-        np.testing.assert_allclose(pooled.maps.numpy(), np_max_pool(full, 3), atol=2e-6)
+        np.testing.assert_allclose(pooled.maps.numpy(), np_pool(full, 3), atol=2e-6)
         mean = cap.pooled(l, pixels=T, mean_heads=True)                 # exact mean of the heads
         np.testing.assert_allclose(mean.maps[0].numpy(), full.mean(axis=0), atol=2e-6)
         np.testing.assert_allclose(cap.row(l, T - 5).numpy(), full[:, T - 5], atol=2e-6)

@@ -26,6 +26,7 @@ from attention import (
     sliding_window,
 )
 from attention.longcontext import TILE_BYTES
+from _reference import np_pool
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,17 +56,6 @@ def _full(q, k, mask=None, scale=None):
     return w
 
 
-def _np_pool(w: np.ndarray, f: int, reduce: str = "max") -> np.ndarray:
-    """Block-reduce the last two dims over ``f x f`` (partial blocks at the far edges)."""
-    T, S = w.shape[-2:]
-    R, C = math.ceil(T / f), math.ceil(S / f)
-    out = np.zeros(w.shape[:-2] + (R, C), dtype=np.float32)
-    for r in range(R):
-        for c in range(C):
-            block = w[..., r * f:(r + 1) * f, c * f:(c + 1) * f]
-            out[..., r, c] = block.max(axis=(-2, -1)) if reduce == "max" else block.mean(axis=(-2, -1))
-    return out
-
 
 def _masks(T, S, gen):
     padding = torch.arange(S) < max(1, S - 2)                   # (S,): the last two keys are padding
@@ -88,7 +78,7 @@ def test_pooled_maps_equal_numpy_max_pooling_of_the_full_map(gen, lead, T, S, pi
     assert pm.factor == f and pm.exact == (f == 1)
     assert pm.maps.dtype == torch.float32 and pm.maps.device.type == "cpu"
     assert pm.maps.shape == (*lead, math.ceil(T / f), math.ceil(S / f))
-    np.testing.assert_allclose(pm.maps.numpy(), _np_pool(_full(q, k, mask).numpy(), f), atol=1e-6)
+    np.testing.assert_allclose(pm.maps.numpy(), np_pool(_full(q, k, mask).numpy(), f), atol=1e-6)
 
 
 @pytest.mark.parametrize("tile", [None, 1, 3, 8, 1000])
@@ -98,7 +88,7 @@ def test_tile_size_does_not_change_the_maps(gen, tile, mask):
     ref = pooled_attention_maps(q, k, mask=mask, pixels=50, tile=50).maps
     for pixels in (50, 12):
         pm = pooled_attention_maps(q, k, mask=mask, pixels=pixels, tile=tile)
-        want = torch.from_numpy(_np_pool(ref.numpy(), pm.factor))
+        want = torch.from_numpy(np_pool(ref.numpy(), pm.factor))
         torch.testing.assert_close(pm.maps, want)
 
 
@@ -107,7 +97,7 @@ def test_tile_size_does_not_change_the_maps(gen, tile, mask):
 def test_mean_pooling_averages_only_real_positions(gen, T, S, mask):
     q, k = _qk(gen, (2,), T, S)
     pm = pooled_attention_maps(q, k, mask=mask, pixels=5, reduce="mean")
-    np.testing.assert_allclose(pm.maps.numpy(), _np_pool(_full(q, k, mask).numpy(), pm.factor, "mean"),
+    np.testing.assert_allclose(pm.maps.numpy(), np_pool(_full(q, k, mask).numpy(), pm.factor, "mean"),
                                atol=1e-6)
 
 
@@ -120,7 +110,7 @@ def test_mean_heads_pools_the_mean_of_the_heads_maps(gen, lead, mask):
     for pixels in (T, 6):
         pm = pooled_attention_maps(q, k, mask=mask, pixels=pixels, tile=4, mean_heads=True)
         assert pm.maps.shape == (*lead[:-1], 1, math.ceil(T / pm.factor), math.ceil(T / pm.factor))
-        np.testing.assert_allclose(pm.maps.numpy(), _np_pool(mean, pm.factor), atol=1e-6)
+        np.testing.assert_allclose(pm.maps.numpy(), np_pool(mean, pm.factor), atol=1e-6)
     win = attention_window(q, k, q_range=(5, 17), k_range=(2, 11), mask=mask, mean_heads=True)
     np.testing.assert_allclose(win.maps.numpy(), mean[..., 5:17, 2:11], atol=1e-6)
     with pytest.raises(TypeError, match="expected mean_heads to be a bool"):
@@ -208,7 +198,7 @@ def test_zoom_window_too_big_for_the_pixels_is_pooled_from_its_corner(gen):
     win = attention_window(q, k, mask="causal", q_range=(10, 40), k_range=(3, 23), pixels=8)
     assert win.factor == 4 and win.maps.shape == (2, 8, 5)
     assert win.q_bounds[0].tolist() == [10, 14] and win.k_bounds[-1].tolist() == [19, 23]
-    want = _np_pool(_full(q, k, "causal")[:, 10:40, 3:23].numpy(), 4)
+    want = np_pool(_full(q, k, "causal")[:, 10:40, 3:23].numpy(), 4)
     np.testing.assert_allclose(win.maps.numpy(), want, atol=1e-6)
 
 
@@ -246,7 +236,7 @@ def test_every_function_gives_the_same_result_on_each_available_device(gen, devi
     for args, kw in (((qd, kd), on_dev), ((q, k), dict(on_dev, device=device))):  # tensors there, or moved
         pm = pooled_attention_maps(*args, pixels=10, **kw)
         assert pm.maps.device.type == "cpu"
-        np.testing.assert_allclose(pm.maps.numpy(), _np_pool(full.numpy(), 4), atol=1e-5)
+        np.testing.assert_allclose(pm.maps.numpy(), np_pool(full.numpy(), 4), atol=1e-5)
         win = attention_window(*args, q_range=(5, 25), k_range=(0, 20), **kw)
         torch.testing.assert_close(win.maps, full[..., 5:25, 0:20], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(attention_row(*args, 17, **kw), full[..., 17, :], atol=1e-5, rtol=1e-4)

@@ -348,6 +348,35 @@ def figure_title(page, css: str) -> str:
     return page.locator(css).first.evaluate(f"el => ({_PLOT_VIEW_JS})(el).model.title.text")
 
 
+def figure_images(page, css: str) -> list[list[dict]]:
+    """Per image glyph of the figure whose host has ``css`` (in renderer order), per image: its size
+    in pixels (``cols``, ``rows``) and in data units (``dw``, ``dh``)."""
+    return page.locator(css).first.evaluate(f"""(el) => {{
+        const view = ({_PLOT_VIEW_JS})(el);
+        const imgs = view.model.renderers.filter(r => r.glyph !== undefined && r.glyph.type === "Image");
+        return imgs.map(r => {{
+            const d = r.data_source.data;
+            return [...d.image].map((a, i) => ({{cols: a.shape[1], rows: a.shape[0], dw: d.dw[i], dh: d.dh[i]}}));
+        }});
+    }}""")
+
+
+def figure_ranges(page, css: str) -> list[float]:
+    """``[x start, x end, y start, y end]`` of the figure whose host has ``css``, as the browser has
+    them (after zooms and pans)."""
+    return page.locator(css).first.evaluate(f"""(el) => {{
+        const m = ({_PLOT_VIEW_JS})(el).model;
+        return [m.x_range.start, m.x_range.end, m.y_range.start, m.y_range.end];
+    }}""")
+
+
+def shown_tooltip(page) -> str:
+    """The text of the tooltip shown now ("" when none is): every figure has its own."""
+    tips = page.locator(".bk-tooltip-content")
+    shown = [tips.nth(i) for i in range(tips.count()) if tips.nth(i).is_visible()]
+    return " ".join(shown[0].inner_text().split()) if shown else ""
+
+
 def figure_geometry(page) -> list[dict]:
     """Every shown Bokeh plot on the page: its CSS classes, ``frame_width`` / ``frame_height`` settings,
     the plot frame as laid out (``frame``: left, top, width, height) and the canvas size.

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from _harness import AppServer, figure_frame_point, figure_title, open_app, serving, wait_for
+from _harness import (AppServer, figure_frame_point, figure_images, figure_ranges, figure_title, open_app, serving,
+                      shown_tooltip, wait_for)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "attention"))
 import _hf_tiny  # noqa: E402  (tests/attention/_hf_tiny.py: tiny random-init models, saved locally)
@@ -20,19 +21,6 @@ pytestmark = pytest.mark.browser
 
 WORDS = 2047                                  # + "<s>": T = 2048
 TEXT = " ".join(_hf_tiny.WORDS[(7 * i) % 60] for i in range(WORDS))
-_IMAGES_JS = """(el) => {
-    const view = [...Bokeh.index.all_views()].find(v => v.el === el && v.frame !== undefined);
-    const imgs = view.model.renderers.filter(r => r.glyph !== undefined && r.glyph.type === "Image");
-    return imgs.map(r => {
-        const d = r.data_source.data;
-        return [...d.image].map((a, i) => ({cols: a.shape[1], rows: a.shape[0], dw: d.dw[i], dh: d.dh[i]}));
-    });
-}"""
-_RANGES_JS = """(el) => {
-    const view = [...Bokeh.index.all_views()].find(v => v.el === el && v.frame !== undefined);
-    const m = view.model;
-    return [m.x_range.start, m.x_range.end, m.y_range.start, m.y_range.end];
-}"""
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +36,7 @@ def app_server(llama):
 def images(page):
     """``[pooled map, refined window]``: per image of the main map's image glyphs, its size in
     pixels and in positions."""
-    return page.locator(".ap-th-main").first.evaluate(_IMAGES_JS)
-
-
-def tooltip(page) -> str:
-    tips = page.locator(".bk-tooltip-content")
-    shown = [tips.nth(i) for i in range(tips.count()) if tips.nth(i).is_visible()]
-    return " ".join(shown[0].inner_text().split()) if shown else ""
+    return figure_images(page, ".ap-th-main")
 
 
 def test_a_wheel_zoom_sharpens_the_pooled_main_map_and_hover_names_the_exact_weight(context, app_server, llama):
@@ -89,7 +71,7 @@ def test_a_wheel_zoom_sharpens_the_pooled_main_map_and_hover_names_the_exact_wei
     assert len(refined) == 1
     assert refined[0]["dw"] == refined[0]["cols"] and refined[0]["dh"] == refined[0]["rows"]  # 1 px = 1 weight
     assert refined[0]["cols"] <= 512
-    x0, x1, y0, y1 = page.locator(".ap-th-main").first.evaluate(_RANGES_JS)
+    x0, x1, y0, y1 = figure_ranges(page, ".ap-th-main")
     ya, yb = sorted((y0, y1))
     assert -0.5 <= x0 < x1 < 1024 and yb < 1024, (x0, x1, y0, y1)
 
@@ -104,7 +86,7 @@ def test_a_wheel_zoom_sharpens_the_pooled_main_map_and_hover_names_the_exact_wei
         page.mouse.move(x + 0.3, y)
         page.wait_for_timeout(150)
         page.mouse.move(x, y + 0.3)
-        seen.append(tooltip(page))
+        seen.append(shown_tooltip(page))
         m = re.search(r"query:?\s*(\d+).*key:?\s*(\d+).*weight \(exact\):?\s*([0-9.eE+-]+)", seen[-1])
         return m and (int(m.group(1)), int(m.group(2)), float(m.group(3)))
 

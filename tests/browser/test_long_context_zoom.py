@@ -9,27 +9,12 @@ import re
 
 import pytest
 
-from _harness import figure_frame_point, figure_title, open_app, wait_for
+from _harness import figure_frame_point, figure_images, figure_ranges, figure_title, open_app, shown_tooltip, wait_for
 from dashboard.playground import AttentionPlayground
 
 pytestmark = pytest.mark.browser
 
 T = 2048
-_IMAGES_JS = """(el) => {
-    const view = [...Bokeh.index.all_views()].find(v => v.el === el && v.frame !== undefined);
-    const imgs = view.model.renderers.filter(r => r.glyph !== undefined && r.glyph.type === "Image");
-    return imgs.map(r => {
-        const d = r.data_source.data;
-        return [...d.image].map((a, i) => ({cols: a.shape[1], rows: a.shape[0], dw: d.dw[i], dh: d.dh[i]}));
-    });
-}"""
-
-
-_RANGES_JS = """(el) => {
-    const view = [...Bokeh.index.all_views()].find(v => v.el === el && v.frame !== undefined);
-    const m = view.model;
-    return [m.x_range.start, m.x_range.end, m.y_range.start, m.y_range.end];
-}"""
 
 
 def state(page) -> str:
@@ -39,14 +24,7 @@ def state(page) -> str:
 def images(page):
     """``[overview, refined]``: per image of each image glyph of the heads figure, its size in
     pixels and in positions."""
-    return page.locator(".ap-heads-map").first.evaluate(_IMAGES_JS)
-
-
-def tooltip(page) -> str:
-    """The text of the tooltip shown now ("" when none is): every figure has its own."""
-    tips = page.locator(".bk-tooltip-content")
-    shown = [tips.nth(i) for i in range(tips.count()) if tips.nth(i).is_visible()]
-    return " ".join(shown[0].inner_text().split()) if shown else ""
+    return figure_images(page, ".ap-heads-map")
 
 
 def test_a_wheel_zoom_sharpens_the_pooled_map_and_hover_names_the_exact_weight(context, app_server):
@@ -76,7 +54,7 @@ def test_a_wheel_zoom_sharpens_the_pooled_map_and_hover_names_the_exact_weight(c
     assert len(refined) == 1
     assert refined[0]["dw"] == refined[0]["cols"] and refined[0]["dh"] == refined[0]["rows"]  # 1 px = 1 weight
     assert refined[0]["cols"] < T                         # just the visible window
-    x0, x1, y0, y1 = page.locator(".ap-heads-map").first.evaluate(_RANGES_JS)
+    x0, x1, y0, y1 = figure_ranges(page, ".ap-heads-map")
     ya, yb = sorted((y0, y1))
     assert -0.5 <= x0 < x1 < T / 2 and yb < T / 2, (x0, x1, y0, y1)   # in head 0's top-left quarter
 
@@ -90,7 +68,7 @@ def test_a_wheel_zoom_sharpens_the_pooled_map_and_hover_names_the_exact_weight(c
         page.mouse.move(x + 0.3, y)
         page.wait_for_timeout(150)
         page.mouse.move(x, y + 0.3)
-        seen.append(tooltip(page))
+        seen.append(shown_tooltip(page))
         m = re.search(r"head:?\s*0\b.*query:?\s*(\d+).*key:?\s*(\d+).*weight \(exact\):?\s*([0-9.eE+-]+)",
                       seen[-1])
         return m and (int(m.group(1)), int(m.group(2)), float(m.group(3)))

@@ -7,7 +7,6 @@ within a memory bound. Models: tiny random-init Hugging Face models saved to a t
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from harness import only_model_with_class as only
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests" / "attention"))
 import _hf_tiny  # noqa: E402  (tests/attention/_hf_tiny.py: tiny random-init models, saved locally)
+from _reference import np_pool  # noqa: E402  (tests/attention/_reference.py)
 
 
 def words(n: int, step: int = 7) -> str:
@@ -54,13 +54,6 @@ def full_maps(path: str, ids) -> np.ndarray:
     model, tok = heads_state.hf_model(path)
     return trace_attention(model, tok, list(ids), max_tokens=len(ids)).stacked().numpy()
 
-
-def np_max_pool(w: np.ndarray, f: int) -> np.ndarray:
-    T = w.shape[-1]
-    n = math.ceil(T / f)
-    padded = np.zeros(w.shape[:-2] + (n * f, n * f), dtype=w.dtype)
-    padded[..., :T, :T] = w
-    return padded.reshape(w.shape[:-2] + (n, f, n, f)).max(axis=(-3, -1))
 
 
 @pytest.fixture
@@ -107,15 +100,15 @@ def test_the_pooled_overview_and_main_map_equal_numpy_max_pooling_of_the_full_ma
     assert r.long and r.weights is None and r.seq_len == 100
     full = full_maps(served["llama"], r.tokens)                                  # (2, 4, 100, 100)
     m = Mosaic.of(r.num_layers, r.num_heads, r.seq_len, cell_px(r.num_heads))  # 128 px: f = 1 here
-    np.testing.assert_allclose(r.pooled, np_max_pool(full, m.f), atol=2e-6)
+    np.testing.assert_allclose(r.pooled, np_pool(full, m.f), atol=2e-6)
     view = ModelHeadsView(th)
     with rendered(view.layout) as page:
         th.param.update(layer=1, head=3, query=60)
         main = only(page.doc, "ap-th-main")
-        np.testing.assert_allclose(image_of(main), np_max_pool(full[1, 3], 7), atol=2e-6)   # 16 px: f = 7
+        np.testing.assert_allclose(image_of(main), np_pool(full[1, 3], 7), atol=2e-6)   # 16 px: f = 7
         assert main.title.text.endswith("· max-pooled 7×7")
         th.aggregate = True
-        np.testing.assert_allclose(image_of(main), np_max_pool(full[1].mean(axis=0), 7), atol=2e-6)
+        np.testing.assert_allclose(image_of(main), np_pool(full[1].mean(axis=0), 7), atol=2e-6)
         assert "max-pooled 7×7" in main.title.text and "mean of its 4 heads" in main.title.text
         key = int(np.argmax(full[1, :, 60].mean(axis=0)))
         assert f"data-top-key='{key}'" in view.reading.object
@@ -128,13 +121,13 @@ def test_the_overview_at_a_pooled_factor_is_the_pooled_full_maps(served, monkeyp
     m = Mosaic.of(r.num_layers, r.num_heads, r.seq_len, cell_px(r.num_heads))
     assert r.long and r.seq_len == 300 and m.f == r.pool_factor == 3
     full = full_maps(served["bert"], r.tokens)
-    np.testing.assert_allclose(r.pooled, np_max_pool(full, 3), atol=2e-6)
+    np.testing.assert_allclose(r.pooled, np_pool(full, 3), atol=2e-6)
     view = ModelHeadsView(th)
     with rendered(view.layout) as page:
         overview = only(page.doc, "ap-th-overview")
         assert overview.title.text == "2 layers × 4 heads = 8 maps · max-pooled 3×3"
         for l, h in [(0, 0), (1, 3)]:
-            np.testing.assert_allclose(m.cell(image_of(overview), l, h), np_max_pool(full[l, h], 3), atol=2e-6)
+            np.testing.assert_allclose(m.cell(image_of(overview), l, h), np_pool(full[l, h], 3), atol=2e-6)
 
 
 def test_the_selected_query_row_is_exact_at_4096_tokens(served):
@@ -179,10 +172,10 @@ def test_a_zoom_shows_the_exact_slice_of_the_full_map_and_reset_goes_back(served
         assert np.asarray(refined_source(fig)["image"][0]).shape == (16, 16)
         assert fig.title.text.endswith("zoom: max of 4×4")
         np.testing.assert_allclose(np.asarray(refined_source(fig)["image"][0]),
-                                   np_max_pool(full[1, 3, :61, :61], 4), atol=2e-6)
+                                   np_pool(full[1, 3, :61, :61], 4), atol=2e-6)
         th.aggregate = True                                          # the layer's mean, same window
         np.testing.assert_allclose(np.asarray(refined_source(fig)["image"][0]),
-                                   np_max_pool(full[1, :, :61, :61].mean(axis=0), 4), atol=2e-6)
+                                   np_pool(full[1, :, :61, :61].mean(axis=0), 4), atol=2e-6)
         fig._trigger_event(RangesUpdate(fig, x0=-0.5, x1=99.5, y0=99.5, y1=-0.5))  # reset
         assert len(refined_source(fig)["image"]) == 0 and "zoom" not in fig.title.text
 
