@@ -55,6 +55,7 @@ from .state import PlaygroundResult, SingleTokenSteps, mosaic_factor
 __all__ = [
     "HEADS_PER_ROW",
     "HEADS_BOX",
+    "QUERY_PLOT_HEIGHT",
     "HEAD_SIZE",
     "HeadGrid",
     "REFINE_PIXELS",
@@ -76,7 +77,6 @@ __all__ = [
     "message_html",
     "query_frame",
     "head_arrangement",
-    "query_plot_height",
     "query_heads",
     "single_token_bars",
     "single_token_frames",
@@ -389,6 +389,7 @@ def heads_frame(result: PlaygroundResult, query: int) -> Frame:
     yticks = [(r * g.stride + p, lab) for r in range(g.nrows) for p, lab in ticks]
     tokens = tuple(token_label(result.tokens, k) for k in range(T))  # "k (name)": raw hover labels
     fw, fh = g.frame_size()
+    xlim, ylim = g.limits()
     layers = (
         Layer("images", arrays=maps, boxes=boxes,
               style=dict(kdims=["key", "query"], vdims=[hv.Dimension("weight", range=(0, 1))],
@@ -403,7 +404,7 @@ def heads_frame(result: PlaygroundResult, query: int) -> Frame:
     return Frame(
         layers=layers,
         title=_heads_title(result),
-        xlim=g.limits()[0], ylim=g.limits()[1], xticks=xticks, yticks=yticks,
+        xlim=xlim, ylim=ylim, xticks=xticks, yticks=yticks,
         xrotation=tick_rotation(result.tokens), invert_yaxis=True,
         tooltips=[("head", "$x{head}"), ("query", "$y{custom}"), ("key", "$x{custom}"),
                   *([("weight", "@image{0.000}")] if f == 1 else
@@ -440,13 +441,10 @@ def colorbar_strip(height: int = HEAD_SIZE) -> hv.Image:
     )
 
 
-def query_plot_height(num_heads: int) -> int:
-    """The query plot's frame height: 144 px (9 px a row at the most heads, 16), whatever H.
-
-    Constant on purpose: a figure whose height changes makes the browser lay the whole page out
-    again and repaint every figure (most of what a heads step cost).
-    """
-    return 144
+QUERY_PLOT_HEIGHT = 144
+"""The query plot's frame height in px (9 px a row at the most heads, 16), whatever H: a figure
+whose height changes makes the browser lay the whole page out again and repaint every figure
+(most of what a heads step cost)."""
 
 
 def query_frame(result: PlaygroundResult, query: int) -> Frame:
@@ -462,7 +460,7 @@ def query_frame(result: PlaygroundResult, query: int) -> Frame:
         invert_yaxis=True,
         tooltips=[("head", "$y{0}"), ("key", "$x{custom}"), ("weight", "@image{0.000}")],
         hover_labels=result.tokens,
-        opts=dict(frame_width=520, frame_height=query_plot_height(H), colorbar=True, xlabel="key", ylabel="",
+        opts=dict(frame_width=520, frame_height=QUERY_PLOT_HEIGHT, colorbar=True, xlabel="key", ylabel="",
                   fontsize={"title": "11pt"}),
     )
 
