@@ -7,7 +7,7 @@ from bokeh.models import Tooltip as BkTooltip
 
 from .style import CAVEAT_STYLES
 
-__all__ = ["GESTURE_MS", "SLIDER_TAPS_JS", "TEXT_MAX_CHARS", "TOOLTIP_WIDTH", "caveat", "clamp_index", "figure_pane",
+__all__ = ["SLIDER_TAPS_JS", "TEXT_MAX_CHARS", "TOOLTIP_WIDTH", "caveat", "clamp_index", "figure_pane",
            "hover_tooltip", "markdown", "prompt", "slider_taps", "widgets_from_spec", "wrap_row"]
 
 TEXT_MAX_CHARS = 400_000
@@ -44,10 +44,6 @@ the 300 ms glide of the handle is lost.
 PROMPT_WIDGETS = (pn.widgets.Checkbox, pn.widgets.IntInput, pn.widgets.FloatInput)
 """Widgets whose change is one value committed at once (a box, a number typed or stepped)."""
 
-GESTURE_MS = 20
-"""How long the server gathers the properties one gesture on a slider or select sends, in ms
-(Panel's own wait is 50 ms on every change)."""
-
 
 def prompt(widget: pn.widgets.Widget) -> pn.widgets.Widget:
     """Let a served widget's change reach the state at once (returns ``widget``).
@@ -57,14 +53,13 @@ def prompt(widget: pn.widgets.Widget) -> pn.widgets.Widget:
     itself (``common.recompute``, ``common.live``), and the 50 ms were a fixed delay on every
     input (a sixth of the felt time of a seed change at T=16 in chromium).
 
-    For :data:`PROMPT_WIDGETS` the wait is 0. A slider or a select sends two properties per gesture
+    Only for :data:`PROMPT_WIDGETS`. A slider or a select sends two properties per gesture
     (``value`` and ``value_throttled``); handled apart, with the session's events running in a
     thread pool, the older one can land last and its echo move the widget back in the browser
-    after a fast burst (tests/browser/test_input_bursts.py caught it with no wait at all). Those
-    two leave the browser within a few ms of each other (3.6 ms in a server trace at T=256), so
-    :data:`GESTURE_MS` still gathers them, without Panel's whole 50 ms on every slider step.
+    after a fast burst (tests/browser/test_input_bursts.py caught it): they keep the debounce.
     """
-    widget._debounce = 0 if isinstance(widget, PROMPT_WIDGETS) else min(widget._debounce, GESTURE_MS)
+    if isinstance(widget, PROMPT_WIDGETS):
+        widget._debounce = 0
     return widget
 
 
