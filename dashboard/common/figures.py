@@ -168,7 +168,7 @@ class LivePlot:
             self._set_range(fig.x_range, frame.xlim, False)     # unchanged limits keep the
             self._set_range(fig.y_range, frame.ylim, frame.invert_yaxis)   # user's zoom
         self._set_ticks(fig.xaxis, frame.xticks, frame.xrotation)
-        self._set_ticks(fig.yaxis, frame.yticks, None)
+        self._set_ticks(fig.yaxis, frame.shown_yticks(), None)
         height = frame.opts.get("frame_height")
         if height is not None and fig.frame_height != height:
             fig.frame_height = height

@@ -33,6 +33,7 @@ from ..common.frames import (
     number_ticks,
     pool_factor,
     pooled,
+    short_number,
     tick_rotation,
     to_element,
     token_label,
@@ -50,7 +51,7 @@ from ..common.style import (
     VIOLATION_COLOR,
     verdict_badge_html,
 )
-from .state import PlaygroundResult, SingleTokenSteps, mosaic_factor
+from .state import MAX_HEADS, PlaygroundResult, SingleTokenSteps, mosaic_factor
 
 __all__ = [
     "HEADS_PER_ROW",
@@ -462,6 +463,7 @@ def query_frame(result: PlaygroundResult, query: int) -> Frame:
         hover_labels=result.tokens,
         opts=dict(frame_width=520, frame_height=QUERY_PLOT_HEIGHT, colorbar=True, xlabel="key", ylabel="",
                   fontsize={"title": "11pt"}),
+        ylabel_chars=len(f"head {MAX_HEADS - 1}"),           # "head 9" and "head 10" as wide
     )
 
 
@@ -477,7 +479,7 @@ def _bars_frame(layers: tuple[Layer, ...], n: int, title: str, xlabel: str, ylab
     return Frame(layers=layers, title=title, xlim=(-0.5, n - 0.5), ylim=ylim, xticks=ticks,
                  xrotation=rotation, tooltips=[(xlabel, "@{%s}" % xlabel), (ylabel, "@top{0.0000}")],
                  opts=dict(frame_width=width, frame_height=140, xlabel=xlabel, ylabel=ylabel,
-                           fontsize={"title": "10pt"}))
+                           fontsize={"title": "10pt"}), ylabel_chars=6)
 
 
 def _bars(values: np.ndarray, color: str, xlabel: str, ylabel: str) -> Layer:
@@ -502,7 +504,7 @@ def _band_ticks(base: int, lo: float, hi: float, values: tuple[float, ...]) -> l
     for v in values:
         y = int(round(base + (v - lo) / (hi - lo) * STEP_BAND))
         if all(abs(y - p) >= 18 for p, _ in out):
-            out.append((y, "0" if v == 0 else f"{v:.3g}"))
+            out.append((y, short_number(v)))
     return out
 
 
@@ -569,6 +571,7 @@ def steps_frame(steps: SingleTokenSteps, tokens: tuple[str, ...]) -> Frame:
         tooltips=[("step", "@step"), ("key", "@label"), ("value", "@value{0.0000}")],
         opts=dict(frame_width=560, frame_height=300, xlabel="key", ylabel="",
                   fontsize={"title": "10pt", "yticks": "8pt"}, show_grid=False),
+        ylabel_chars=8,
     )
 
 
@@ -655,6 +658,7 @@ def invariance_frame(result: PlaygroundResult, *, width: int = 380,
         tooltips=[("position", "@position"), ("max |Δ output|", "@top{0.00e0}")],
         opts=dict(frame_width=width, frame_height=180, xlabel="position", ylabel="max |Δ output|",
                   fontsize={"title": "10pt"}),
+        ylabel_chars=6,
     )
 
 

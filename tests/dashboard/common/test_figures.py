@@ -104,3 +104,33 @@ def test_hover_token_names_follow_new_text():
     hover = live.figure.select_one({"type": HoverTool})
     assert hover.formatters["$x"].args["labels"] == ["a", "dog", "ran", "far"]
     assert hover.formatters["$y"].args["labels"] == ["a", "dog", "ran", "far"]
+
+
+# -- y axes that keep their width (Frame.ylabel_chars) ----------------------------------------------
+@pytest.mark.parametrize("family", ["query", "invariance", "steps 1-4", "output"])
+def test_value_axes_keep_their_width_whatever_the_values(results, family):
+    """Every label of a value axis is drawn in a monospace font at the same number of characters
+    (given ticks padded; automatic ticks by a formatter that pads), for every result: a y axis
+    whose width changes lays the whole page out again in the browser."""
+    from bokeh.models import CustomJSTickFormatter
+    widths = set()
+    for r in results:
+        frame = FAMILIES[family](r)
+        assert frame.ylabel_chars is not None
+        live = LivePlot(frame)
+        axis = live.figure.yaxis[0]
+        assert axis.major_label_text_font == "monospace"
+        if frame.yticks is None:
+            assert isinstance(axis.formatter, CustomJSTickFormatter)
+            assert axis.formatter.args["chars"] == frame.ylabel_chars
+        else:
+            widths |= {len(v) for v in axis.major_label_overrides.values()}
+    assert widths in (set(), {FAMILIES[family](results[0]).ylabel_chars})
+
+
+@pytest.mark.parametrize("v, want", [(0.0, "0"), (24.21, "24.2"), (-6.0437, "-6.04"),
+                                     (0.000123456, "0.000123"), (-1.234e-5, "-1.2e-05"),
+                                     (12345.0, "1.23e+04"), (-98765.0, "-9.9e+04")])
+def test_short_numbers_have_at_most_8_characters(v, want):
+    from dashboard.common.frames import short_number
+    assert short_number(v) == want and len(want) <= 8

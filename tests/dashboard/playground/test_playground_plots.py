@@ -107,7 +107,11 @@ def test_query_plot_rows_are_heads_for_the_selected_query(pg):
     img = plot.handles["source"].data["image"][0]
     np.testing.assert_array_equal(img, pg.result.weights[:, 6, :].numpy())
     assert plot.state.title.text.startswith("Query 6")
-    assert plot.state.yaxis[0].major_label_overrides == {0: "head 0", 1: "head 1", 2: "head 2"}
+    labels = plot.state.yaxis[0].major_label_overrides
+    assert {k: v.strip() for k, v in labels.items()} == {0: "head 0", 1: "head 1", 2: "head 2"}
+    # as wide as "head 15" in a monospace font: the axis keeps its width for every H
+    assert {len(v) for v in labels.values()} == {len("head 15")}
+    assert plot.state.yaxis[0].major_label_text_font == "monospace"
 
 
 def test_query_plot_names_the_token_when_text_is_used():
