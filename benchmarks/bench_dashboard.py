@@ -73,7 +73,7 @@ def bench_case(T: int, H: int, repeat: int) -> list[tuple[str, float, int, int]]
                     sizes.append(page.patch_bytes())
             rows.append((label, statistics.median(times), int(statistics.median(sizes)),
                          pg.n_computes - n0))
-        if plots.HeadGrid.of(T, H).f > 1:
+        if plots.HeadGrid.of_result(pg.result).f > 1:
             fig = view.heads_plot.figure
             for label, side in (("zoom 256", 256), ("zoom T/2", T // 2)):
                 times, sizes, n0 = [], [], pg.n_computes

@@ -40,6 +40,11 @@ rewrites a dozen figures (and to lay the page out again when H changes): a burst
 sent as 40 patches kept a page busy for half a minute. With this gap a burst costs a handful of
 patches, and the page still ends on the latest state; a single change is sent at once."""
 
+SPINNER_DELAY = 0.25
+"""Seconds a served computation runs before its busy badge is sent (work that ends sooner shows
+none): a badge that comes and goes within a quarter second only flickers, and at T=256 its two
+page updates ran while the server computed, on the same two cores, for every change."""
+
 STATE_TAG = "ap-state:"
 """Prefix of the state id in every live figure's ``tags``."""
 
@@ -104,6 +109,12 @@ def state_html(state_id: str) -> str:
     """The ``.ap-state`` element's content: the state id the figures show, for tests and readers."""
     sid = html.escape(state_id, quote=True)
     return f'<span class="ap-state-id" data-state="{sid}">{sid}</span>'
+
+
+class _BusyStill:
+    """The pseudo-event of a computation still running ``SPINNER_DELAY`` after it began."""
+
+    name = "busy-still"
 
 
 class LiveView:
@@ -182,10 +193,15 @@ class LiveView:
                 and not any(layout.loading for layout in self.loading_targets()) \
                 and not self.busy_pane.object:
             return            # quick work shows no spinner: nothing to send (and no gap to wait)
-        with self._pending_lock:
-            self._changed.update(e.name for e in events)
         docs = _documents(self.layout) if hasattr(self, "layout") else []
         served = [doc for doc in docs if doc.session_context is not None]
+        if served and self.busy_badge() and events and {e.name for e in events} == {"busy"} \
+                and self.state.busy and not self.busy_pane.object:
+            for doc in served:              # the badge only if the work is still running then
+                doc.add_timeout_callback(partial(self._busy_later, doc), int(SPINNER_DELAY * 1000))
+            return
+        with self._pending_lock:
+            self._changed.update(e.name for e in events)
         if not served:
             self.update()
             if docs:                              # a notebook output: send the direct Bokeh edits
@@ -202,10 +218,14 @@ class LiveView:
             else:
                 doc.add_next_tick_callback(partial(self._update_served, doc))
 
+    def _busy_later(self, doc) -> None:
+        if self.state.busy and not self.busy_pane.object:
+            self.request_update(_BusyStill())
+
     def _update_served(self, doc) -> None:
         with self._pending_lock:
             self._pending.discard(id(doc))
-            figures = bool(self._changed - {"busy"})
+            figures = bool(self._changed - {"busy", "busy-still"})
         with pn.io.hold(doc):
             self.update()
         if figures:           # only a patch that rewrote figures keeps the next one waiting: the

@@ -298,7 +298,7 @@ def _pooled_document(params: dict[str, Any]):
     pg = PlaygroundState(**params)
     r: PlaygroundResult = pg.result
     T, H = r.seq_len, r.num_heads
-    f = plots.HeadGrid.of(T, H).f
+    f = plots.HeadGrid.of_result(r).f
     frame = plots.heads_frame(r, pg.query)
     # the served page's hover asks the server for the exact weight: here only the pixel's value
     frame = replace(frame, tooltips=[t for t in frame.tooltips if "{exact}" not in t[1]])

@@ -18,7 +18,6 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 import holoviews as hv
 import numpy as np
@@ -51,7 +50,8 @@ from ..common.style import (
     VIOLATION_COLOR,
     verdict_badge_html,
 )
-from .state import MAX_HEADS, PlaygroundResult, SingleTokenSteps, mosaic_factor
+from .state import (HEAD_GAP, HEAD_SIZE, HEADS_BOX, HEADS_PER_ROW, MAX_HEADS, PlaygroundResult,  # noqa: F401
+                    SingleTokenSteps, head_arrangement, mosaic_factor)
 
 __all__ = [
     "HEADS_PER_ROW",
@@ -85,7 +85,6 @@ __all__ = [
     "verdict_html",
 ]
 
-HEAD_SIZE = 160               # frame width/height of one head's map, px (4 + colour bar per row at 1400 px)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,31 +120,6 @@ def head_frame(result: PlaygroundResult, head: int, query: int | None = None) ->
     return frame if query is None else with_marker(frame, query)
 
 
-HEADS_PER_ROW = 4             # maps per row of the heads figure up to 8 heads (more columns above)
-HEAD_GAP = 22                 # px between two maps of the heads figure (room for "head h" above each)
-HEADS_BOX = (HEADS_PER_ROW * (HEAD_SIZE + HEAD_GAP) - HEAD_GAP, 2 * (HEAD_SIZE + HEAD_GAP))
-"""(width, height) in px of the heads figure's frame, whatever H: 706 x 364, two rows of four
-160-px maps. A figure whose size changes makes the browser lay the whole page out again and repaint
-every figure (measured: ~45% of a heads step at T=256); a fixed frame makes a heads step a change
-of data and ranges only."""
-
-
-@lru_cache(maxsize=64)
-def head_arrangement(H: int) -> tuple[int, int, int]:
-    """``(ncols, nrows, cell_px)``: the grid of ``H`` maps with the largest maps that fit
-    ``HEADS_BOX`` (a ``HEAD_GAP`` above and between maps); ties go to fewer rows. H <= 4: one row,
-    5-8: two rows of four, all 160 px as before; 9-10: 5 x 2 at 123 px; 11-12: 6 x 2 and 13-16:
-    6 x 3 at 99 px."""
-    bw, bh = HEADS_BOX
-    best = None
-    for c in range(1, H + 1):
-        r = math.ceil(H / c)
-        cell = min((bw - (c - 1) * HEAD_GAP) // c, bh // r - HEAD_GAP)
-        if best is None or cell >= best[2]:
-            best = (c, r, cell)
-    return best
-
-
 @dataclass(frozen=True)
 class HeadGrid:
     """Where each head's map lies in the live Playground's one heads figure (a mosaic).
@@ -153,8 +127,8 @@ class HeadGrid:
     Heads sit ``ncols`` to a row (``head_arrangement``: 4 up to 8 heads), head ``h`` in column
     ``h % ncols`` and row ``h // ncols``, in data units of key / query *positions*: head ``h``'s key ``k`` and
     query ``q`` are drawn at ``x = origin(h)[0] + k``, ``y = origin(h)[1] + q`` (y grows down).
-    Maps are max-pooled over ``f x f`` blocks (``state.mosaic_factor``: once all of them together
-    exceed ``MAX_PIXELS``, pooled to half that); a cell then spans ``ceil(T / f) * f`` positions and the gap is a whole number of blocks, so that
+    Maps are max-pooled over ``f x f`` blocks (``state.mosaic_factor``: to the pixels the screen
+    shows, and within the memory budget; ``of_result``: the factor a result was pooled by); a cell then spans ``ceil(T / f) * f`` positions and the gap is a whole number of blocks, so that
     one image of the whole mosaic has square pixels. The figure's size in px never changes
     (``HEADS_BOX``; ``limits`` fits the mosaic into it): a heads step changes data and ranges, never
     the page's layout.
@@ -165,8 +139,13 @@ class HeadGrid:
     f: int = 1
 
     @classmethod
-    def of(cls, T: int, H: int) -> "HeadGrid":
-        return cls(T, H, mosaic_factor(T, H))
+    def of(cls, T: int, H: int, pixel_ratio: float = 1.0) -> "HeadGrid":
+        return cls(T, H, mosaic_factor(T, H, pixel_ratio))
+
+    @classmethod
+    def of_result(cls, result: PlaygroundResult) -> "HeadGrid":
+        """The grid of the maps ``result`` holds (pooled by ``result.maps.factor``)."""
+        return cls(result.seq_len, result.num_heads, result.maps.factor)
 
     @property
     def ncols(self) -> int:
@@ -312,7 +291,7 @@ def refine_zoom(result: PlaygroundResult, window: tuple[float, float, float, flo
     """
     if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
         raise ValueError(f"expected pixels to be an int >= 1 but found pixels={pixels!r}")
-    g = HeadGrid.of(result.seq_len, result.num_heads)
+    g = HeadGrid.of_result(result)
     empty = Refined((), (), (), Layer("images", arrays=(), boxes=(), style=_refined_style()))
     if window is None or g.f == 1:
         return empty
@@ -348,7 +327,7 @@ def with_refined(frame: Frame, result: PlaygroundResult, refined: Refined) -> Fr
 
 def _heads_title(result: PlaygroundResult, zoom_factor: int | None = None) -> str:
     H = result.num_heads
-    f = HeadGrid.of(result.seq_len, H).f
+    f = HeadGrid.of_result(result).f
     title = f"{H} head{'s' if H != 1 else ''} · query on y, key on x"
     if f > 1:
         title += f" · pooled: each pixel the max of {f}×{f}"
@@ -371,11 +350,8 @@ def heads_frame(result: PlaygroundResult, query: int) -> Frame:
     figure shown or hidden lays the whole page out again, so a heads step used to cost 2 s.
     """
     H, T = result.num_heads, result.seq_len
-    g = HeadGrid.of(T, H)
+    g = HeadGrid.of_result(result)
     f = g.f
-    if result.maps.factor != f:
-        raise ValueError(f"expected the result's maps pooled by the mosaic's factor {f} but found "
-                         f"factor {result.maps.factor}")
     W = result.maps.maps.numpy()           # (H, ceil(T/f), ceil(T/f)): pooled where computed
     maps = tuple(np.ascontiguousarray(W[h]) for h in range(H))     # one image per head, no gaps sent
     boxes = tuple((x - 0.5, y - 0.5, x + g.cell - 0.5, y + g.cell - 0.5)
@@ -422,7 +398,7 @@ def heads_frame(result: PlaygroundResult, query: int) -> Frame:
 def heads_with_query(frame: Frame, result: PlaygroundResult, query: int) -> Frame:
     """``heads_frame(result, ...)`` with the query line moved to ``query`` (the image is the same
     object, so a live figure resends only the lines)."""
-    T, g = result.seq_len, HeadGrid.of(result.seq_len, result.num_heads)
+    T, g = result.seq_len, HeadGrid.of_result(result)
     segs = g.query_lines(min(max(query, 0), T - 1))
     img, refined, line, labels = frame.layers
     return replace(frame, layers=(img, refined, replace(line, array=segs), labels))

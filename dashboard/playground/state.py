@@ -54,6 +54,8 @@ from ..common.recompute import Recomputing
 __all__ = [
     "DEVICES",
     "FULL_WEIGHTS_CELLS",
+    "HEADS_BOX",
+    "head_arrangement",
     "MAX_SEQ_LEN",
     "MAX_SEQ_LEN_CUDA",
     "max_seq_len",
@@ -104,14 +106,54 @@ def max_seq_len(device: str | torch.device = "auto") -> int:
     return MAX_SEQ_LEN_CUDA if resolve_device(device).type == "cuda" else MAX_SEQ_LEN
 
 
-def mosaic_factor(T: int, H: int) -> int:
-    """Positions per pixel side ``f`` of the heads mosaic: 1 while all maps fit
-    ``FULL_WEIGHTS_CELLS`` pixels, else ``ceil(T / side)`` with ``H * side**2 <= POOLED_MAP_PIXELS``
-    (T=1024, H=16: 6; T=4096, H=8: 16)."""
-    if T * T * H <= FULL_WEIGHTS_CELLS:
-        return 1
-    side = max(1, math.isqrt(POOLED_MAP_PIXELS // max(1, H)))
-    return 1 if T <= side else math.ceil(T / side)
+# ----------------------------------------------------------------------------------------------
+# Where the heads mosaic draws its maps (pure geometry, shared with ``plots.HeadGrid``)
+HEAD_SIZE = 160               # frame width/height of one head's map, px (4 + colour bar per row at 1400 px)
+HEADS_PER_ROW = 4             # maps per row of the heads figure up to 8 heads (more columns above)
+HEAD_GAP = 22                 # px between two maps of the heads figure (room for "head h" above each)
+HEADS_BOX = (HEADS_PER_ROW * (HEAD_SIZE + HEAD_GAP) - HEAD_GAP, 2 * (HEAD_SIZE + HEAD_GAP))
+"""(width, height) in px of the heads figure's frame, whatever H: 706 x 364, two rows of four
+160-px maps. A figure whose size changes makes the browser lay the whole page out again and repaint
+every figure (measured: ~45% of a heads step at T=256); a fixed frame makes a heads step a change
+of data and ranges only."""
+
+
+@lru_cache(maxsize=64)
+def head_arrangement(H: int) -> tuple[int, int, int]:
+    """``(ncols, nrows, cell_px)``: the grid of ``H`` maps with the largest maps that fit
+    ``HEADS_BOX`` (a ``HEAD_GAP`` above and between maps); ties go to fewer rows. H <= 4: one row,
+    5-8: two rows of four, all 160 px as before; 9-10: 5 x 2 at 123 px; 11-12: 6 x 2 and 13-16:
+    6 x 3 at 99 px."""
+    bw, bh = HEADS_BOX
+    best = None
+    for c in range(1, H + 1):
+        r = math.ceil(H / c)
+        cell = min((bw - (c - 1) * HEAD_GAP) // c, bh // r - HEAD_GAP)
+        if best is None or cell >= best[2]:
+            best = (c, r, cell)
+    return best
+
+
+def mosaic_factor(T: int, H: int, pixel_ratio: float = 1.0) -> int:
+    """Positions per pixel side ``f`` of the heads mosaic: no more pixels than the screen shows, and
+    no more than the memory budget allows.
+
+    - Shown: a map is drawn ``head_arrangement(H)`` px a side, ``pixel_ratio`` device pixels per
+      px (the browser's ``devicePixelRatio``). Above that many positions a side each pixel is the
+      max over ``f x f`` weights: a single strong weight stays visible, where the browser's own
+      scaling would drop whole rows, and a T=256, H=8 change ships 0.6 MB instead of 2.3 MB
+      (felt in chromium: 390-410 ms -> 320 ms). A zoom shows the visible part exactly.
+    - Budget: ``ceil(T / side)`` with ``H * side**2 <= POOLED_MAP_PIXELS`` once all maps exceed
+      ``FULL_WEIGHTS_CELLS``.
+
+    At ``pixel_ratio`` 1: T=256, H=8: 2; T=1024, H=16: 11; T=4096, H=8: 26.
+    """
+    shown = max(1, int(head_arrangement(H)[2] * pixel_ratio))
+    f = 1 if T <= shown else math.ceil(T / shown)
+    if T * T * H > FULL_WEIGHTS_CELLS:
+        side = max(1, math.isqrt(POOLED_MAP_PIXELS // max(1, H)))
+        f = max(f, 1 if T <= side else math.ceil(T / side))
+    return f
 
 
 @lru_cache(maxsize=8192)
@@ -179,7 +221,8 @@ class PlaygroundResult:
         invariance: :class:`attention.InvarianceResult` for the current prefix ``L``:
             ``.max_diff`` over positions ``0..L`` and ``.position_diff (T,)`` at every position.
         maps: :class:`attention.longcontext.PooledMaps`, every head's map max-pooled by
-            ``mosaic_factor(T, H)`` (``maps.maps (H, ceil(T/f), ceil(T/f))``; ``f = 1``: exact).
+            ``mosaic_factor(T, H, pixel_ratio)`` (``maps.maps (H, ceil(T/f), ceil(T/f))``; ``f = 1``:
+            exact).
         device: where the attention maps are computed (``"cpu"`` or ``"cuda[:N]"``).
         seed, position_scale, text: the other parameters this result was computed from.
     """
@@ -419,11 +462,16 @@ class PlaygroundState(Recomputing):
         How strongly the position (sinusoidal encoding) is added to each token's embedding.
         0 makes repeated words identical inputs; larger makes position matter more.""")
 
+    pixel_ratio = param.Number(default=1.0, bounds=(0.25, 4.0), precedence=-1, doc="""
+        Device pixels per CSS pixel of the screen the heads maps are drawn on (the browser's
+        ``devicePixelRatio``; a served page sets it). The mosaic holds no more pixels than that
+        screen shows (``mosaic_factor``).""")
+
     result = param.ClassSelector(class_=PlaygroundResult, constant=True, precedence=-1, doc="""
         The computed state for the current parameters (read-only).""")
 
     _core_params = ("seq_len", "num_heads", "head_dim", "causal", "seed", "text", "position_scale",
-                    "device")
+                    "device", "pixel_ratio")
     _inputs = (*_core_params, "prefix", "query", "view_head")
 
     def __init__(self, **params):
@@ -510,6 +558,7 @@ class PlaygroundState(Recomputing):
         core_key = (tokenize(self.text, self.seq_len, self.seq_len_limit), self.num_heads,
                     self.head_dim, self.causal, self.seed, float(self.position_scale),
                     str(resolve_device(self.device)))
+        core_key += (mosaic_factor(len(core_key[0]), core_key[1], self.pixel_ratio),)   # the maps' f
         inv_key = core_key + (self.prefix,)
         if core_key == self._core_key and inv_key == self._inv_key:
             return
@@ -538,11 +587,10 @@ class PlaygroundState(Recomputing):
         device = self._core_key[6] if self._core_key else "cpu"
         return self._get_model(self.num_heads, self.head_dim, self.seed, device)
 
-    def _compute_core(self, tokens, H, D, causal, seed, position_scale, device) -> dict:
+    def _compute_core(self, tokens, H, D, causal, seed, position_scale, device, f) -> dict:
         T, E = len(tokens), H * D
         model = self._get_model(H, D, seed, device)
         x = embed_tokens(tokens, E, position_scale)                          # (T, E) on the CPU
-        f = mosaic_factor(T, H)
         if T * T * H <= FULL_WEIGHTS_CELLS:      # read here: tests lower it to take the long path
             keep = make_causal_mask(T, dtype=torch.bool) if causal else torch.ones(T, T, dtype=torch.bool)
             xd = x.to(device)

@@ -20,6 +20,7 @@ figure per head made the browser lay the page out again and repaint every figure
 from __future__ import annotations
 
 import hashlib
+import math
 from io import BytesIO
 
 import panel as pn
@@ -164,6 +165,23 @@ class PlaygroundView(LiveView):
                                   stylesheets=[CSS])
         self.layout = self._assemble()
         self.start(["result", "query", "view_head"])
+        self._follow_pixel_ratio()
+
+    def _follow_pixel_ratio(self) -> None:
+        """Pool the heads maps to the screen's pixels: the state's ``pixel_ratio`` follows the
+        browser's ``devicePixelRatio`` (Panel's ``BrowserInfo``, known once the page has loaded)."""
+        info = pn.state.browser_info
+        if info is None:
+            return
+
+        def follow(*_) -> None:
+            ratio = info.device_pixel_ratio
+            if isinstance(ratio, (int, float)) and math.isfinite(ratio) and ratio > 0:
+                lo, hi = self.pg.param.pixel_ratio.bounds
+                self.pg.pixel_ratio = min(max(float(ratio), lo), hi)
+
+        info.param.watch(follow, "device_pixel_ratio")
+        follow()
 
     # -- the pipeline's parts ------------------------------------------------------------------
     def state_id(self) -> str:
@@ -175,7 +193,7 @@ class PlaygroundView(LiveView):
 
     def tags_of(self, figure) -> list[str]:
         if figure is self.heads_plot.figure:
-            return [plots.HeadGrid.of(self._last.seq_len, self._last.num_heads).tag()]
+            return [plots.HeadGrid.of_result(self._last).tag()]
         return []
 
     def busy_badge(self) -> bool:
@@ -238,7 +256,7 @@ class PlaygroundView(LiveView):
     def _on_tap_query(self, event) -> None:
         """A click on a head's map selects the query of that row."""
         r = self._last
-        cell = plots.HeadGrid.of(r.seq_len, r.num_heads).locate(event.x, event.y)
+        cell = plots.HeadGrid.of_result(r).locate(event.x, event.y)
         if cell is not None:
             self.pg.query = cell[1]
 
@@ -248,7 +266,7 @@ class PlaygroundView(LiveView):
         window = (event.x0, event.x1, event.y0, event.y1)
         if any(v is None for v in window):
             return
-        g = plots.HeadGrid.of(self._last.seq_len, self._last.num_heads)
+        g = plots.HeadGrid.of_result(self._last)
         xlim, ylim = self._heads_frame.xlim, self._heads_frame.ylim
         overview = (min(window[:2]) <= xlim[0] + 0.5 and max(window[:2]) >= xlim[1] - 0.5
                     and min(window[2:]) <= ylim[0] + 0.5 and max(window[2:]) >= ylim[1] - 0.5)
@@ -262,7 +280,7 @@ class PlaygroundView(LiveView):
         """The cursor over the heads figure: put the exact weight of the cell under it where the
         tooltip reads it (one weight computed per new cell; the pooled pixel is not used)."""
         r = self._last
-        g = plots.HeadGrid.of(r.seq_len, r.num_heads)
+        g = plots.HeadGrid.of_result(r)
         if g.f == 1:
             return                                        # the pixels are the exact weights
         cell = g.locate(event.x, event.y)

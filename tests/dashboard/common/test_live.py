@@ -116,3 +116,41 @@ def test_heads_steps_stamp_the_heads_figure_with_the_state_and_its_grid(T):
         fig = models_with_class(page.doc, "ap-heads-map")[0]
         assert _figure_ids(page.doc) == {view.shown_id}
         assert f"ap-heads:H=5 T={T} " in " ".join(fig.tags)
+
+
+def test_a_served_busy_badge_waits_for_work_that_is_still_running_after_the_delay():
+    """Served, "busy" sends nothing at once: ``SPINNER_DELAY`` later the badge is shown if the
+    state is still busy, and not at all for work done by then (a quarter-second badge only
+    flickers, and its page updates ran while the server computed)."""
+    import param
+
+    from dashboard.common.live import SPINNER_DELAY
+
+    pg = AttentionPlayground(seq_len=256, num_heads=4)          # worth a spinner (wants_spinner)
+    view = PlaygroundView(pg)
+    assert view.wants_spinner() and view.busy_badge()
+    with rendered(view.layout) as page:
+        queued: list = []
+        _served(page.doc, queued)
+        delays.clear()
+
+        def run_queue():
+            while queued:
+                queued.pop(0)()
+
+        badges = []
+        view.busy_pane.param.watch(lambda e: badges.append(e.new), "object")
+        pg.seed = 3                               # computed at once here: done before the delay
+        assert delays and delays[0] == int(SPINNER_DELAY * 1000)
+        run_queue()
+        assert badges == [] and view.shown_id == state_id(pg.result, pg.query, pg.view_head)
+
+        with param.edit_constant(pg):             # work still running when the delay is over
+            pg.busy = True
+        assert view.busy_pane.object == ""        # nothing sent yet
+        run_queue()
+        assert 'data-busy="1"' in view.busy_pane.object
+        with param.edit_constant(pg):
+            pg.busy = False
+        run_queue()
+        assert view.busy_pane.object == "" and len(badges) == 2

@@ -78,10 +78,10 @@ def test_above_the_limit_no_full_map_is_held_and_every_view_still_works():
     pg = AttentionPlayground(seq_len=4096, num_heads=8, query=4000, prefix=2000)
     r = pg.result
     assert r.weights is None and r.mask is None and r.long
-    assert r.maps.maps.shape == (8, 256, 256) and r.maps.factor == 16
+    assert r.maps.maps.shape == (8, 158, 158) and r.maps.factor == 26      # 160 px a map
     view = PlaygroundView(pg)
     with rendered(view.layout) as page:
-        assert "max of 16×16" in only_heads(page).title.text
+        assert "max of 26×26" in only_heads(page).title.text
         assert 'data-verdict="PASS"' in view.verdict.object and r.invariance.max_diff == 0.0
         mask = view.mask_plot.frame.layers[0].array
         assert mask.shape[0] < 4096 and mask[0, -1] == 0 and mask[-1, 0] == 1   # pooled, causal

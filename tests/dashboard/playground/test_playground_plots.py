@@ -81,11 +81,11 @@ def test_huge_maps_are_max_pooled_to_a_screen_sized_image():
     assert pg.result.weights is None                     # a long context: only pooled maps are held
     frame = plots.head_frame(pg.result, 3)
     A = frame.layers[0].array
-    assert A.shape == (171, 171) and "max of 6×6" in frame.title
+    assert A.shape == (94, 94) and "max of 11×11" in frame.title      # 99 px a map at H=16
     with torch.no_grad():
         w = pg.model(pg.result.x, mask=make_causal_mask(1024, dtype=torch.bool))[1][3].numpy()
-    np.testing.assert_allclose(A[10, 20], w[60:66, 120:126].max(), rtol=1e-5, atol=1e-7)
-    assert frame.layers[0].bounds == (-0.5, -0.5, 171 * 6 - 0.5, 171 * 6 - 0.5)
+    np.testing.assert_allclose(A[10, 20], w[110:121, 220:231].max(), rtol=1e-5, atol=1e-7)
+    assert frame.layers[0].bounds == (-0.5, -0.5, 94 * 11 - 0.5, 94 * 11 - 0.5)
 
 
 @pytest.mark.parametrize("T, maps, f", [(16, 4, 1), (256, 16, 1), (512, 4, 1), (1024, 16, 4),

@@ -303,3 +303,25 @@ def test_zero_width_characters_never_become_invisible_tokens(text, want):
     from dashboard.playground.state import tokenize
     got = tokenize(text, 3)
     assert got == (want if want is not None else ("tok_0", "tok_1", "tok_2"))
+
+
+# -- the heads maps hold the pixels the screen shows ------------------------------------------------
+def test_maps_are_max_pooled_to_the_pixels_a_map_is_drawn_on():
+    """At T=256 a map is drawn 160 px a side: at pixel ratio 1 the mosaic holds 128 x 128 pixels,
+    each the max of 2 x 2 weights (the full weights stay, for the exact hover and zoom); at
+    pixel ratio 2 (a HiDPI screen) every weight is a pixel."""
+    from dashboard.playground.state import head_arrangement, mosaic_factor
+
+    assert head_arrangement(8)[2] == 160
+    assert mosaic_factor(160, 8) == 1 and mosaic_factor(161, 8) == 2 and mosaic_factor(256, 8, 2.0) == 1
+    pg = AttentionPlayground(seq_len=256, num_heads=8)
+    r = pg.result
+    assert r.maps.factor == 2 and tuple(r.maps.maps.shape) == (8, 128, 128)
+    want = r.weights.reshape(8, 128, 2, 128, 2).amax(dim=(2, 4))
+    assert torch.equal(r.maps.maps, want)
+    assert r.weights is not None and r.weight(3, 200, 17) == float(r.weights[3, 200, 17])
+    pg.pixel_ratio = 2.0
+    assert pg.result.maps.factor == 1 and torch.equal(pg.result.maps.maps, pg.result.weights)
+    n = pg.n_computes
+    pg.pixel_ratio = 2.5               # 400 px: still every weight a pixel, nothing recomputed
+    assert pg.n_computes == n and pg.result.maps.factor == 1

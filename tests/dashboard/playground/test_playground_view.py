@@ -273,3 +273,22 @@ def test_a_seed_outside_its_range_and_a_too_long_text_are_said_on_the_page():
     assert view.widgets["seq_len"].disabled              # T follows the text
     pg.text = ""
     assert not view.widgets["seq_len"].disabled and view.message.object == ""
+
+
+def test_the_view_pools_the_maps_for_the_browsers_pixel_ratio(monkeypatch):
+    """A page's ``devicePixelRatio`` (Panel's ``BrowserInfo``, known after the page loaded)
+    reaches the state: a HiDPI screen gets every weight of a T=256 map as a pixel, the other screens
+    the 2 x 2 max (the map is drawn 160 px a side)."""
+    from panel.io.browser import BrowserInfo
+
+    info = BrowserInfo()
+    monkeypatch.setattr(type(pn.state), "browser_info", property(lambda self: info))
+    pg = AttentionPlayground(seq_len=256, num_heads=8)
+    view = PlaygroundView(pg)
+    with rendered(view.layout) as page:
+        heads = only(page.doc, "ap-heads-map")
+        assert pg.result.maps.factor == 2 and heads.renderers[0].data_source.data["image"][0].shape == (128, 128)
+        info.device_pixel_ratio = 2.0
+        assert pg.pixel_ratio == 2.0 and pg.result.maps.factor == 1
+        assert heads.renderers[0].data_source.data["image"][0].shape == (256, 256)
+        assert "max of" not in heads.title.text
