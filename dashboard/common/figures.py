@@ -89,6 +89,23 @@ def layer_source_data(layer: Layer, columns) -> dict | None:
     return None
 
 
+SMALL_COLUMN = 128
+"""Numeric columns up to this many values are sent as JSON lists, longer ones as binary arrays."""
+
+
+def _compact(data: dict | None) -> dict | None:
+    """``data`` with its short 1-D numeric columns as lists.
+
+    Bokeh sends every NumPy array as a binary buffer of its own: two WebSocket frames, each one
+    a task for the browser. A T=16 Playground update held ~50 arrays of 4-64 numbers, 107 frames
+    in all, where the numbers themselves are a few hundred bytes of JSON.
+    """
+    if data is None:
+        return None
+    return {k: (v.tolist() if isinstance(v, np.ndarray) and v.ndim == 1 and v.size <= SMALL_COLUMN
+                and v.dtype.kind in "fiub" else v) for k, v in data.items()}
+
+
 class LivePlot:
     """One Bokeh figure kept alive across updates.
 
@@ -131,7 +148,7 @@ class LivePlot:
                 glyph.update(left=layer.lo, right=layer.hi)
         else:
             source = leaf.handles["source"]
-            source.data = layer_source_data(layer, list(source.data))
+            source.data = _compact(layer_source_data(layer, list(source.data)))
 
     # -- figure settings -----------------------------------------------------------------------
     @staticmethod

@@ -134,3 +134,20 @@ def test_value_axes_keep_their_width_whatever_the_values(results, family):
 def test_short_numbers_have_at_most_8_characters(v, want):
     from dashboard.common.frames import short_number
     assert short_number(v) == want and len(want) <= 8
+
+
+def test_short_columns_are_sent_as_lists_and_long_ones_as_arrays(results):
+    """An update writes numeric columns of up to ``SMALL_COLUMN`` values as JSON lists (each NumPy
+    array is a binary buffer of its own: two WebSocket frames); images and long columns stay arrays."""
+    from dashboard.common.figures import SMALL_COLUMN
+    short, long_ = results[0], AttentionPlayground(seq_len=300, num_heads=2).result
+    live = LivePlot(FAMILIES["invariance"](results[1]))
+    live.update(FAMILIES["invariance"](short))
+    bars = live.leaves[1].handles["source"].data
+    assert isinstance(bars["top"], list) and len(bars["top"]) == short.seq_len <= SMALL_COLUMN
+    live = LivePlot(FAMILIES["invariance"](results[1]))
+    live.update(plots.invariance_frame(long_))
+    assert isinstance(live.leaves[1].handles["source"].data["top"], np.ndarray)   # 300 values
+    live = LivePlot(FAMILIES["query"](results[1]))
+    live.update(FAMILIES["query"](short))
+    assert isinstance(live.leaves[0].handles["source"].data["image"][0], np.ndarray)
