@@ -74,12 +74,14 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from typing import Callable, Sequence
 
 import panel as pn
 import torch
 from tornado.ioloop import IOLoop
 
+from dashboard.common.gcfreeze import freeze_once
 from dashboard.common.lazy import BuiltWhenShown
 from dashboard.common.panes import slider_taps
 from dashboard.heads import ModelHeads, preload_hf
@@ -209,13 +211,22 @@ def preload_after_first_page(environ=None) -> bool:
 
 
 def _start_preload() -> None:
-    preload_hf()
+    thread = preload_hf()
+    if thread is not None:        # then the model's objects (transformers, ~200 000) out of the
+        threading.Thread(target=_freeze_after, args=(thread,), daemon=True,   # GC's walks too
+                         name="freeze after preload").start()
+
+
+def _freeze_after(thread: threading.Thread) -> None:
+    thread.join()
+    freeze_once("preload")        # (the first page's session is frozen with them: one, a few MB)
 
 
 if pn.state.served:
     # Sessions may share a thread pool (``--num-threads``): one intra-op thread per computation
     # avoids oversubscribing the cores (measured: tiny matmuls went from 15 us to 16 ms with 2).
     torch.set_num_threads(1)
+    freeze_once("imports")        # before the first session: the modules out of the GC's walks
     pn.extension(notifications=True)
     keep_until_connected()
     serve_app().servable(title=TITLE)
