@@ -218,8 +218,12 @@ def _start_preload() -> None:
 
 
 def _freeze_after(thread: threading.Thread) -> None:
+    """Once the preload is done, freeze what is alive (``common.gcfreeze``). The sessions open at
+    that moment are frozen with the model: their reference cycles stay in memory after they close
+    (usually the first visitor's page, ~6 MB; once per process). Not freezing would leave the
+    model's ~200 000 objects in every full collection (pauses of 150-300 ms, measured)."""
     thread.join()
-    freeze_once("preload")        # (the first page's session is frozen with them: one, a few MB)
+    freeze_once("preload")
 
 
 if pn.state.served:

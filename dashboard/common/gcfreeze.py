@@ -14,9 +14,12 @@ cycles would stay in memory for good).
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 
 __all__ = ["freeze_once"]
+
+log = logging.getLogger(__name__)
 
 _done: set[str] = set()
 _lock = threading.Lock()
@@ -31,4 +34,5 @@ def freeze_once(stage: str) -> bool:
         _done.add(stage)
     gc.collect()
     gc.freeze()
+    log.info("froze the objects alive after %s: %d in all", stage, gc.get_freeze_count())
     return True
