@@ -198,7 +198,7 @@ class LiveView:
         if served and self.busy_badge() and events and {e.name for e in events} == {"busy"} \
                 and self.state.busy and not self.busy_pane.object:
             for doc in served:              # the badge only if the work is still running then
-                doc.add_timeout_callback(partial(self._busy_later, doc), int(SPINNER_DELAY * 1000))
+                doc.add_timeout_callback(self._busy_later, int(SPINNER_DELAY * 1000))
             return
         with self._pending_lock:
             self._changed.update(e.name for e in events)
@@ -218,7 +218,7 @@ class LiveView:
             else:
                 doc.add_next_tick_callback(partial(self._update_served, doc))
 
-    def _busy_later(self, doc) -> None:
+    def _busy_later(self) -> None:
         if self.state.busy and not self.busy_pane.object:
             self.request_update(_BusyStill())
 

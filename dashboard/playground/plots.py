@@ -139,8 +139,8 @@ class HeadGrid:
     f: int = 1
 
     @classmethod
-    def of(cls, T: int, H: int, pixel_ratio: float = 1.0) -> "HeadGrid":
-        return cls(T, H, mosaic_factor(T, H, pixel_ratio))
+    def of(cls, T: int, H: int) -> "HeadGrid":
+        return cls(T, H, mosaic_factor(T, H))
 
     @classmethod
     def of_result(cls, result: PlaygroundResult) -> "HeadGrid":
