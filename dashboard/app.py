@@ -83,6 +83,7 @@ from tornado.ioloop import IOLoop
 
 from dashboard.common.gcfreeze import freeze_once
 from dashboard.common.lazy import BuiltWhenShown
+from dashboard.common.ordered import handle_in_order, session_lock
 from dashboard.common.panes import slider_taps
 from dashboard.heads import ModelHeads, preload_hf
 from dashboard.leaks import LeakDetector
@@ -113,7 +114,12 @@ SERVED_MODELS = served_models()
 
 def served(state):
     """``state``'s view for a served session: its computations run in a worker thread, so the
-    session's events are never queued behind one (``Recomputing.compute_in_background``)."""
+    session's events are never queued behind one (``Recomputing.compute_in_background``); it
+    writes the state's parameters under the session's lock, which the session's event handling
+    holds too (``common.ordered``)."""
+    doc = pn.state.curdoc
+    if doc is not None:
+        state.use_lock(session_lock(doc))
     state.compute_in_background()
     return state.__panel__()
 
@@ -230,6 +236,7 @@ if pn.state.served:
     # Sessions may share a thread pool (``--num-threads``): one intra-op thread per computation
     # avoids oversubscribing the cores (measured: tiny matmuls went from 15 us to 16 ms with 2).
     torch.set_num_threads(1)
+    handle_in_order()             # one session's events one after another, even in a thread pool
     freeze_once("imports")        # before the first session: the modules out of the GC's walks
     pn.extension(notifications=True)
     keep_until_connected()

@@ -30,7 +30,9 @@ from functools import partial
 
 import panel as pn
 
-__all__ = ["LiveHTML", "LiveView", "STATE_TAG", "busy_html", "hold_documents", "state_html"]
+from .ordered import session_lock
+
+__all__ = ["LiveHTML", "LiveView", "STATE_TAG", "busy_html", "hold_documents", "on_loop_after", "state_html"]
 
 MIN_INTERVAL = 0.2
 """Seconds between two updates of one served page: requests in between join the next one.
@@ -109,6 +111,21 @@ def state_html(state_id: str) -> str:
     """The ``.ap-state`` element's content: the state id the figures show, for tests and readers."""
     sid = html.escape(state_id, quote=True)
     return f'<span class="ap-state-id" data-state="{sid}">{sid}</span>'
+
+
+def on_loop_after(doc, callback, delay_ms: int) -> None:
+    """Run ``callback`` on the session's loop after ``delay_ms`` (0: on its next tick), from any
+    thread.
+
+    Only ``add_next_tick_callback`` may be called from another thread: Bokeh's
+    ``add_timeout_callback`` ends in the loop's ``call_later``, which from a worker thread files
+    the timer without waking the loop, or loses it. That lost the last update of a burst of
+    clicks on the query slider (the page kept showing query 14 after a click on 9, for good;
+    CI run of stop 18). A timeout is therefore set from the loop itself, one tick later."""
+    if delay_ms <= 0:
+        doc.add_next_tick_callback(callback)
+    else:
+        doc.add_next_tick_callback(partial(doc.add_timeout_callback, callback, delay_ms))
 
 
 class _BusyStill:
@@ -198,7 +215,7 @@ class LiveView:
         if served and self.busy_badge() and events and {e.name for e in events} == {"busy"} \
                 and self.state.busy and not self.busy_pane.object:
             for doc in served:              # the badge only if the work is still running then
-                doc.add_timeout_callback(self._busy_later, int(SPINNER_DELAY * 1000))
+                on_loop_after(doc, self._busy_later, int(SPINNER_DELAY * 1000))
             return
         with self._pending_lock:
             self._changed.update(e.name for e in events)
@@ -213,10 +230,8 @@ class LiveView:
                     continue                      # an update is already queued: it will show this too
                 self._pending.add(id(doc))
                 wait = self._last_sent + MIN_INTERVAL - time.monotonic()
-            if wait > 0:                          # the page got an update a moment ago
-                doc.add_timeout_callback(partial(self._update_served, doc), int(wait * 1000) + 1)
-            else:
-                doc.add_next_tick_callback(partial(self._update_served, doc))
+            # the page got an update a moment ago: wait for the rest of the gap
+            on_loop_after(doc, partial(self._update_served, doc), int(wait * 1000) + 1 if wait > 0 else 0)
 
     def _busy_later(self) -> None:
         if self.state.busy and not self.busy_pane.object:
@@ -226,7 +241,7 @@ class LiveView:
         with self._pending_lock:
             self._pending.discard(id(doc))
             figures = bool(self._changed - {"busy", "busy-still"})
-        with pn.io.hold(doc):
+        with session_lock(doc), pn.io.hold(doc):    # the state is not written meanwhile
             self.update()
         if figures:           # only a patch that rewrote figures keeps the next one waiting: the
             self._last_sent = time.monotonic()     # spinner going on must not delay the result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import panel as pn
 from bokeh.models import Tooltip as BkTooltip
 
+from .ordered import session_lock
 from .style import CAVEAT_STYLES
 
 __all__ = ["SLIDER_TAPS_JS", "TEXT_MAX_CHARS", "TOOLTIP_WIDTH", "caveat", "clamp_index", "figure_pane",
@@ -204,7 +205,10 @@ def checked_widget(state, name: str, kind, notify, *, event: str = "value", **op
 
         doc = pn.state.curdoc
         if doc is not None and doc.session_context is not None:
-            doc.add_next_tick_callback(push)
+            def push_locked() -> None:
+                with session_lock(doc):
+                    push()
+            doc.add_next_tick_callback(push_locked)
         else:
             push()
 

@@ -13,6 +13,12 @@ inside the handler delays every later event (40 slider steps meant 40 computatio
 ``compute_in_background()`` (the served app calls it) makes ``refresh()`` return at once: one
 worker thread per state computes from the latest parameters until nothing is left to do.
 
+Parameters are written under one lock (``use_lock``; the served app passes the session's lock,
+which its event handling holds too, ``common.ordered``): param's watcher machinery keeps per-object
+state (``_BATCH_WATCH``, queued events) that two threads writing the same object at once can
+corrupt, and then a change reaches no watcher. The worker holds the lock while it runs
+``_recompute`` except inside ``_working()`` (the slow part), where input may keep arriving.
+
 No Panel, HoloViews or Bokeh here: states stay headless.
 """
 from __future__ import annotations
@@ -48,6 +54,8 @@ class Recomputing(param.Parameterized):
         self._dirty = False
         self._background = False
         self._worker: threading.Thread | None = None
+        self._param_lock = threading.RLock()
+        self._held = threading.local()           # how deep this thread holds it in _recompute
         self.n_refreshes = 0
         super().__init__(**params)
         if self._inputs:
@@ -56,6 +64,16 @@ class Recomputing(param.Parameterized):
     def _on_inputs(self, *events) -> None:
         """Parameter watcher; subclasses may validate the batch of ``events`` first."""
         self.refresh()
+
+    def use_lock(self, lock) -> None:
+        """Write parameters under ``lock`` (an ``RLock``; served: the session's, see module doc)."""
+        self._param_lock = lock
+
+    @contextmanager
+    def locked(self):
+        """Hold the parameter lock (writes from a thread of our own, inside ``_working``)."""
+        with self._param_lock:
+            yield
 
     def compute_in_background(self, on: bool = True) -> None:
         """From now on ``refresh()`` returns at once and a worker thread computes (served apps)."""
@@ -95,7 +113,13 @@ class Recomputing(param.Parameterized):
                         return
                     self._dirty = False
                 self.n_refreshes += 1
-                self._recompute()
+                with self._param_lock:
+                    depth = getattr(self._held, "depth", 0)
+                    self._held.depth = depth + 1
+                    try:
+                        self._recompute()
+                    finally:
+                        self._held.depth = depth
             finally:
                 self._compute_lock.release()
             with self._dirty_lock:           # a change that came while we computed: go again
@@ -107,11 +131,17 @@ class Recomputing(param.Parameterized):
 
     @contextmanager
     def _working(self):
-        """``busy`` is True inside the block."""
-        with param.edit_constant(self):
+        """``busy`` is True inside the block; inside ``_recompute`` the block runs without the
+        parameter lock (wrap a parameter write in there in ``with self.locked():``)."""
+        with self.locked(), param.edit_constant(self):
             self.busy = True
+        release = getattr(self._held, "depth", 0) > 0
+        if release:
+            self._param_lock.release()
         try:
             yield
         finally:
-            with param.edit_constant(self):
+            if release:
+                self._param_lock.acquire()
+            with self.locked(), param.edit_constant(self):
                 self.busy = False

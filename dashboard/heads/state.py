@@ -643,7 +643,8 @@ class HeadsState(Recomputing):
     def _recompute_tiny(self) -> dict:
         if self.input_kind == "custom" and not self.custom_tokens.strip() and self.result is not None \
                 and not is_hf(self.result.model):
-            self.custom_tokens = " ".join(map(str, self.result.tokens))     # start from what is shown
+            with self.locked():
+                self.custom_tokens = " ".join(map(str, self.result.tokens))  # start from what is shown
         last = self.result if self.result is not None and not is_hf(self.result.model) else None
         try:
             tokens, error = self._tokens(), ""
@@ -683,14 +684,14 @@ class HeadsState(Recomputing):
         kind = self.model
         try:
             if not hf_ready(hf_name(kind)):
-                with param.edit_constant(self):
+                with self.locked(), param.edit_constant(self):
                     self.loading = self._loading_note(kind)
             try:
                 model, tokenizer = hf_model(hf_name(kind))
                 metrics = list(hf_metrics(hf_name(kind)))
             finally:
                 if self.loading:
-                    with param.edit_constant(self):
+                    with self.locked(), param.edit_constant(self):
                         self.loading = ""
         except (ValueError, OSError, ImportError, RuntimeError) as err:   # ModelNotAvailable is a ValueError
             new = self._recompute_tiny() if self.result is None else {}

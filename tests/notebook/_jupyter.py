@@ -328,14 +328,22 @@ class NotebookPage:
         return json.loads(text)
 
 
-def wait_for(page, predicate, *, timeout: float = 30.0, what: str = "condition"):
+def wait_for(page, predicate, *, timeout: float = 30.0, what: str = "condition", explain=None):
+    """Poll ``predicate`` until it is true; on timeout fail with ``what`` and, if given,
+    ``explain()`` (evaluated then: e.g. what the kernel holds at that moment)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last {value!r})")
+            more = ""
+            if explain is not None:
+                try:
+                    more = f"\n{explain()}"
+                except Exception as exc:            # noqa: BLE001  (diagnostics must not hide the failure)
+                    more = f"\n(explaining failed: {exc!r})"
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last {value!r}){more}")
         page.wait_for_timeout(100)
 
 

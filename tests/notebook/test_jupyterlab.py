@@ -215,14 +215,30 @@ def test_output_matches_the_kernel_after_run_all(session):
              what=f"the output to match the kernel {kernel} (shown {shown_state(nb.page)})")
 
 
+def why_not(nb: NotebookPage, watch, console_from: int):
+    """What to print when the page did not follow a click: did the kernel get the change (its
+    state now) or not, and what the page logged since the click."""
+    def explain() -> str:
+        try:
+            kernel = kernel_state(nb)
+        except Exception as exc:                # noqa: BLE001
+            kernel = f"unreadable ({exc!r})"
+        return (f"kernel now: {kernel}\npage shows: {shown_state(nb.page)}\n"
+                f"console since the input: {watch.console[console_from:][-12:]}")
+    return explain
+
+
 def test_causal_click_flips_the_verdict(session):
-    nb, _, _ = session
+    nb, watch, _ = session
     page = nb.page
     before = verdict(page)
+    n0 = len(watch.console)
     page.locator(".ap-causal input[type=checkbox]").first.click()
-    wait_for(page, lambda: verdict(page) != before, timeout=60, what="the verdict to flip")
+    wait_for(page, lambda: verdict(page) != before, timeout=60, what="the verdict to flip",
+             explain=why_not(nb, watch, n0))
     page.locator(".ap-causal input[type=checkbox]").first.click()
-    wait_for(page, lambda: verdict(page) == before, timeout=60, what="the verdict to flip back")
+    wait_for(page, lambda: verdict(page) == before, timeout=60, what="the verdict to flip back",
+             explain=why_not(nb, watch, n0))
 
 
 def expected_head0(**settings) -> list:
@@ -233,15 +249,17 @@ def expected_head0(**settings) -> list:
 
 
 def test_seed_change_repaints_the_head_maps(session):
-    nb, _, _ = session
+    nb, watch, _ = session
     page = nb.page
     want = expected_head0(seq_len=12, num_heads=4, prefix=5, query=5, seed=7)
+    n0 = len(watch.console)
     seed = page.locator(".ap-seed input").first
     seed.fill("7")
     seed.press("Enter")
     seed.blur()
     wait_for(page, lambda: (img := head_image(page)) and img[0] == want[0] and abs(img[1] - want[1]) < 2e-3,
-             timeout=60, what=f"head 0's map to show seed 7 (want {want}, shown {head_image(page)})")
+             timeout=60, what=f"head 0's map to show seed 7 (want {want}, shown {head_image(page)})",
+             explain=why_not(nb, watch, n0))
 
 
 def test_query_set_from_a_new_cell_moves_the_selection(session):

@@ -81,9 +81,40 @@ def test_served_changes_from_many_threads_become_one_update_on_the_sessions_loop
         assert _figure_ids(page.doc) == {view.shown_id}
         delays.clear()
         pg.seed = 9                              # after the update: a new request is queued again,
+        for cb in list(queued):                  # (the loop sets the delayed update's timer)
+            if not (isinstance(cb, partial) and cb.func == view._update_served):
+                queued.remove(cb)
+                cb()
         ours = [cb for cb in queued if isinstance(cb, partial) and cb.func == view._update_served]
         assert len(ours) == 1                    # ... delayed: the page got an update a moment ago
         assert delays and 0 < delays[-1] <= 1000 * MIN_INTERVAL + 1
+
+
+def test_timers_are_set_on_the_sessions_loop_never_from_a_worker_thread():
+    """A delayed update requested from a worker thread (the state's recompute, Panel's thread
+    pool) reaches the loop as a next-tick callback, which sets the timer there: Bokeh's
+    ``add_timeout_callback`` from another thread files the timer without waking the loop or loses
+    it, and the page then never showed the last click of a burst (CI, stop 18)."""
+    pg = AttentionPlayground(seq_len=8, num_heads=2)
+    view = PlaygroundView(pg)
+    with rendered(view.layout) as page:
+        queued: list = []
+        _served(page.doc, queued)
+        timer_threads: list[int] = []
+        add_timeout = page.doc.add_timeout_callback
+        page.doc.add_timeout_callback = lambda cb, ms: timer_threads.append(threading.get_ident()) \
+            or add_timeout(cb, ms)
+        pg.seed = 2                               # an update goes out now ...
+        while queued:
+            queued.pop(0)()
+        worker = threading.Thread(target=setattr, args=(pg, "query", 5))
+        worker.start()                            # ... so this one waits for the rest of the gap
+        worker.join()
+        assert timer_threads == []                # nothing set from the worker thread
+        while queued:                             # the loop runs what it was handed
+            queued.pop(0)()
+        assert timer_threads and set(timer_threads) == {threading.get_ident()}
+        assert "q=5" in view.shown_id
 
 
 def test_a_notebook_output_gets_pushed_after_each_update(monkeypatch):
@@ -141,8 +172,8 @@ def test_a_served_busy_badge_waits_for_work_that_is_still_running_after_the_dela
         badges = []
         view.busy_pane.param.watch(lambda e: badges.append(e.new), "object")
         pg.seed = 3                               # computed at once here: done before the delay
-        assert delays and delays[0] == int(SPINNER_DELAY * 1000)
         run_queue()
+        assert delays and delays[0] == int(SPINNER_DELAY * 1000)
         assert badges == [] and view.shown_id == state_id(pg.result, pg.query, pg.view_head)
 
         with param.edit_constant(pg):             # work still running when the delay is over

@@ -105,3 +105,48 @@ def test_a_background_failure_is_logged_and_the_next_change_still_computes(caplo
     while s.result != 30 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert s.result == 30 and s.busy is False
+
+
+class Watched(Slow):
+    """Records, for every write the worker makes, whether it held the lock; and whether another
+    thread could take the lock while the slow part ran."""
+
+    def __init__(self, lock, **params):
+        self.lock = lock
+        self.writes_locked: list[tuple[str, bool]] = []
+        self.free_while_working: list[bool] = []
+        super().__init__(**params)
+        self.use_lock(lock)
+        self.param.watch(lambda *evs: self.writes_locked.extend(
+            (e.name, lock._is_owned()) for e in evs), ["busy", "result"])
+
+    def _recompute(self) -> None:
+        x = self.x
+        with self._working():
+            got = []
+            t = threading.Thread(target=lambda: got.append(self.lock.acquire(timeout=2)) or self.lock.release())
+            t.start()
+            t.join(5)
+            self.free_while_working.append(got == [True])
+        with param.edit_constant(self):
+            self.result = x * 10
+
+
+def test_the_worker_writes_parameters_under_the_lock_and_computes_without_it():
+    """Served, the lock is the session's, which its event handling holds (``common.ordered``):
+    param's watcher bookkeeping is per object and not thread-safe, so the worker's writes
+    (busy, result) must not interleave with the session's; the slow part must not block input."""
+    lock = threading.RLock()
+    s = Watched(lock)
+    s.writes_locked.clear()
+    s.free_while_working.clear()
+    s.compute_in_background()
+    s.x = 5
+    deadline = time.monotonic() + 10
+    while (s.result != 50 or s.busy) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert s.result == 50
+    assert s.writes_locked == [("busy", True), ("busy", True), ("result", True)]
+    assert s.free_while_working == [True]
+    with s.locked():                # and the input side waits for nothing once the worker is done
+        assert lock._is_owned()
