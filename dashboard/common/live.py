@@ -31,6 +31,7 @@ from functools import partial
 import panel as pn
 
 from .ordered import session_lock
+from .panes import page_scripts
 
 __all__ = ["LiveHTML", "LiveView", "STATE_TAG", "busy_html", "hold_documents", "on_loop_after", "state_html"]
 
@@ -172,6 +173,9 @@ class LiveView:
         # lays the whole page out again and repaints every figure, 0.5 s per layout at T=256)
         self.busy_pane = LiveHTML("", css_classes=["ap-busy"], stylesheets=[BUSY_CSS],
                                       margin=0, width=0, height=0)
+        # the page's scripts (fast slider clicks; notebook input never held back for good):
+        # put it in the layout next to busy_pane
+        self.page_scripts = page_scripts()
 
     def start(self, watch: list[str]) -> None:
         """Follow the state from now on (call once, when the layout is built)."""

@@ -8,8 +8,8 @@ from bokeh.models import Tooltip as BkTooltip
 from .ordered import session_lock
 from .style import CAVEAT_STYLES
 
-__all__ = ["SLIDER_TAPS_JS", "TEXT_MAX_CHARS", "TOOLTIP_WIDTH", "caveat", "clamp_index", "figure_pane",
-           "hover_tooltip", "markdown", "prompt", "slider_taps", "widgets_from_spec", "wrap_row"]
+__all__ = ["COMM_FLUSH_JS", "COMM_RETRY_MS", "SLIDER_TAPS_JS", "TEXT_MAX_CHARS", "TOOLTIP_WIDTH", "caveat", "clamp_index", "figure_pane",
+           "hover_tooltip", "markdown", "page_scripts", "prompt", "slider_taps", "widgets_from_spec", "wrap_row"]
 
 TEXT_MAX_CHARS = 400_000
 """The most characters a text box of the app takes (Panel's default ``max_length``, 5000, would cut a
@@ -40,6 +40,52 @@ reaches the server (issue 9, item 4). This listener runs first (capture phase on
 event path crosses Bokeh's open shadow roots) and removes the mark, so the click is taken; only
 the 300 ms glide of the handle is lost.
 """
+
+
+COMM_RETRY_MS = 1000
+"""Milliseconds a notebook output waits for the kernel's acknowledgement before it sends the input
+held back meanwhile anyway (:data:`COMM_FLUSH_JS`)."""
+
+COMM_FLUSH_JS = """
+(() => {
+  if (window.__apCommFlush || !window.Bokeh || !Bokeh.Models) return;
+  let C = null;
+  try { C = Bokeh.Models.get("panel.models.comm_manager.CommManager"); } catch (e) { return; }
+  if (!C || typeof C.prototype._document_changed !== "function") return;
+  window.__apCommFlush = true;
+  const changed = C.prototype._document_changed;
+  C.prototype._document_changed = function (event) {
+    changed.call(this, event);
+    if (!this._blocked || !this._event_buffer || !this._event_buffer.length || this.__apTimer != null) return;
+    const wait = Math.max(0, Math.min(this._timeout - Date.now(), RETRY_MS)) + 20;
+    this.__apTimer = setTimeout(() => {
+      this.__apTimer = null;
+      if (this._event_buffer.length) {
+        this._blocked = true;
+        this._timeout = Date.now() + this.timeout;
+        this.process_events();
+      }
+    }, wait);
+  };
+})();
+""".replace("RETRY_MS", str(COMM_RETRY_MS))
+"""Lets an input in a notebook output reach the kernel even when an acknowledgement went missing.
+
+Panel's notebook comm (``CommManager`` in panel/models/comm_manager.ts) sends one batch of
+browser changes at a time; a change made before the kernel acknowledged the last batch waits in a
+buffer, and is sent on that acknowledgement or together with the *next* change made 5 s later.
+When an acknowledgement never came, a single click waited for the user's next input: in
+JupyterLab the causal box was ticked on the page while the kernel still had the old value 60 s
+later (tests/notebook/test_jupyterlab.py, seen in CI and locally). With this script a held change
+is sent at most :data:`COMM_RETRY_MS` after it was made (or when the acknowledgement comes,
+whichever is first). Served pages have no comm: there it changes nothing."""
+
+
+def page_scripts() -> pn.pane.HTML:
+    """An invisible pane that installs :data:`SLIDER_TAPS_JS` and :data:`COMM_FLUSH_JS` (once per
+    page): every tab's view carries it, so notebook outputs get them too."""
+    return pn.pane.HTML(f"<script>{SLIDER_TAPS_JS}{COMM_FLUSH_JS}</script>", width=0, height=0,
+                        margin=0, css_classes=["ap-page-scripts"])
 
 
 PROMPT_WIDGETS = (pn.widgets.Checkbox, pn.widgets.IntInput, pn.widgets.FloatInput)

@@ -335,7 +335,7 @@ class ModelHeadsView(LiveView):
             label("Main map"), pn.Row(pn.pane.Markdown("layer", width=45, margin=(12, 0, 0, 10)), w["layer"]),
             pn.Row(pn.pane.Markdown("head", width=45, margin=(12, 0, 0, 10)), w["head"]),
             w["aggregate"],
-            caveat(TEXT["caveat"], "ap-th-caveat"), self.state_pane, self.busy_pane,
+            caveat(TEXT["caveat"], "ap-th-caveat"), self.state_pane, self.busy_pane, self.page_scripts,
             width=330, css_classes=["ap-th-sidebar"],
         )
         section = dict(sizing_mode="stretch_width", styles=dict(SECTION_STYLES))

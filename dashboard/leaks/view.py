@@ -180,7 +180,7 @@ class LeakDetectorView(LiveView):
     def _assemble(self) -> pn.viewable.Viewable:
         sidebar = pn.Column(
             pn.pane.Markdown("#### Model and relation", margin=(0, 10)),
-            *self.widgets, self.description, self.state_pane, self.busy_pane, width=310,
+            *self.widgets, self.description, self.state_pane, self.busy_pane, self.page_scripts, width=310,
             css_classes=["ap-leak-sidebar"],
         )
         border = dict(SECTION_STYLES)

@@ -310,7 +310,7 @@ class PlaygroundView(LiveView):
         sidebar = pn.Column(
             pn.pane.Markdown("#### Controls", margin=(0, 10)),
             self.controls, self.download, caveat(TEXT["caveat"], "ap-caveat"), self.state_pane,
-            self.busy_pane,
+            self.busy_pane, self.page_scripts,
             width=275, css_classes=["ap-sidebar"],
         )
         section = dict(sizing_mode="stretch_width", styles=dict(SECTION_STYLES))

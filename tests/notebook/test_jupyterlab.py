@@ -241,6 +241,34 @@ def test_causal_click_flips_the_verdict(session):
              explain=why_not(nb, watch, n0))
 
 
+# Every notebook output's comm now waits for an acknowledgement that will not come (as when one
+# went missing): Panel's CommManager then holds each later input until the next one is made.
+STALL_ACKS_JS = """() => {
+  const C = Bokeh.Models.get("panel.models.comm_manager.CommManager");
+  let n = 0;
+  for (const doc of Bokeh.documents)
+    for (const m of doc._all_models.values())
+      if (m instanceof C) { m._blocked = true; m._timeout = Date.now() + 600000; n += 1; }
+  return n;
+}"""
+
+
+def test_a_click_still_reaches_the_kernel_when_an_acknowledgement_is_missing(session):
+    """``common.panes.COMM_FLUSH_JS``: in CI and locally the causal box was ticked on the page
+    while the kernel kept the old value for 60 s and more (a missing acknowledgement); the change
+    must reach the kernel within ``COMM_RETRY_MS`` (the bound here is generous for CI)."""
+    nb, watch, _ = session
+    page = nb.page
+    assert page.evaluate("() => window.__apCommFlush === true"), "the comm flush script did not run"
+    for flip in ("off", "back"):
+        assert page.evaluate(STALL_ACKS_JS) >= 1
+        before, n0 = verdict(page), len(watch.console)
+        page.locator(".ap-causal input[type=checkbox]").first.click()
+        wait_for(page, lambda: verdict(page) != before, timeout=20,
+                 what=f"the verdict to flip ({flip}) with the acknowledgement missing",
+                 explain=why_not(nb, watch, n0))
+
+
 def expected_head0(**settings) -> list:
     """What head 0's map holds for these settings (computed here, as the kernel computes it)."""
     from dashboard.playground import AttentionPlayground
