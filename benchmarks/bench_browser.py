@@ -57,6 +57,36 @@ CONTROLS = ["seed", "causal", "heads +1", "heads -1", "query"]
 VIEWPORT = {"width": 1400, "height": 1000}
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process and its threads (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def wait_until_idle(pid: int, *, busy_below: float = 0.1, window_s: float = 1.0,
+                    max_s: float = 120.0) -> float | None:
+    """Wait until the server uses less than ``busy_below`` of a core over ``window_s``; the
+    seconds waited (None if its CPU time cannot be read). After the first page the server
+    preloads MiniLM in the background (~10-20 s of CPU here): a control timed meanwhile (the
+    first of a run) measured 220-460 ms at T=16 where the same control measured 155-160 ms later."""
+    t0 = time.monotonic()
+    before = cpu_seconds(pid)
+    if before is None:
+        return None
+    while time.monotonic() - t0 < max_s:
+        time.sleep(window_s)
+        now = cpu_seconds(pid)
+        if now is None:
+            return None
+        if now - before < busy_below * window_s:
+            break
+        before = now
+    return time.monotonic() - t0
+
+
 def load() -> str:
     a, b, c = os.getloadavg()
     return f"load average {a:.2f} {b:.2f} {c:.2f} ({os.cpu_count()} CPUs)"
@@ -242,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             watch = open_app(page, server.url, timeout=180_000)
             print(f"first page rendered in {time.monotonic() - t0:.1f} s", flush=True)
+            waited = wait_until_idle(server.proc.pid)
+            if waited is not None:
+                print(f"server idle {waited:.1f} s later (the background MiniLM preload)", flush=True)
             _probe.install(page)
             mode = args.mode
             if mode == "auto":
