@@ -33,7 +33,8 @@ import panel as pn
 from .ordered import session_lock
 from .panes import page_scripts
 
-__all__ = ["LiveHTML", "LiveView", "STATE_TAG", "busy_html", "hold_documents", "on_loop_after", "state_html"]
+__all__ = ["LiveHTML", "LiveView", "STATE_TAG", "busy_html", "hold_documents", "on_loop_after",
+           "state_html"]
 
 MIN_INTERVAL = 0.2
 """Seconds between two updates of one served page: requests in between join the next one.

@@ -1,12 +1,13 @@
 """A served session's browser events are handled one after another, in the order they arrived.
 
 ``panel serve --num-threads N`` (``./dev serve`` uses 2) hands each batch of changes from the
-browser to a thread pool. Two batches of one session can then run at the same time on two
-threads, and the older one can finish last: after fast clicks on the query slider's track
-(..., 14, 9) the thread holding "14" set the state after the one holding "9". The state then held
-14 while the slider showed 9, and Panel sends nothing back to the browser for a value it
-believes came from it, so the page stayed wrong for good (the CI run of stop 18 caught it;
-``.scratch``-style jitter of 0-300 ms before each batch reproduced it in 3 runs of 6).
+browser to a thread pool. Two batches of one widget can then run at the same time on two threads,
+and the older one can finish last: after track clicks on 14 then 9, the state would be set to 9
+and then to 14, while the slider shows 9; Panel sends nothing back to the browser for a value
+it takes for the browser's own, so the page would stay wrong.
+``tests/dashboard/common/test_ordered.py`` replays it with a real Panel slider on two threads.
+(The CI failure of stop 18 that looked like this had another cause, a timer set from a worker
+thread: ``common.live.on_loop_after``.)
 
 :func:`handle_in_order` makes every session's change batches and Bokeh events (taps) take one
 lock per document. A batch takes its events from the widget when it holds the lock, so the

@@ -8,8 +8,9 @@ from bokeh.models import Tooltip as BkTooltip
 from .ordered import session_lock
 from .style import CAVEAT_STYLES
 
-__all__ = ["COMM_FLUSH_JS", "COMM_RETRY_MS", "SLIDER_TAPS_JS", "TEXT_MAX_CHARS", "TOOLTIP_WIDTH", "caveat", "clamp_index", "figure_pane",
-           "hover_tooltip", "markdown", "page_scripts", "prompt", "slider_taps", "widgets_from_spec", "wrap_row"]
+__all__ = ["COMM_FLUSH_JS", "COMM_RETRY_MS", "SLIDER_TAPS_JS", "TEXT_MAX_CHARS", "TOOLTIP_WIDTH",
+           "caveat", "clamp_index", "figure_pane", "hover_tooltip", "markdown", "page_scripts",
+           "prompt", "slider_taps", "widgets_from_spec", "wrap_row"]
 
 TEXT_MAX_CHARS = 400_000
 """The most characters a text box of the app takes (Panel's default ``max_length``, 5000, would cut a

@@ -135,13 +135,15 @@ class Recomputing(param.Parameterized):
         parameter lock (wrap a parameter write in there in ``with self.locked():``)."""
         with self.locked(), param.edit_constant(self):
             self.busy = True
-        release = getattr(self._held, "depth", 0) > 0
-        if release:
+        depth = getattr(self._held, "depth", 0)
+        if depth:                          # released once: a _working() nested in this one keeps it so
+            self._held.depth = 0
             self._param_lock.release()
         try:
             yield
         finally:
-            if release:
+            if depth:
                 self._param_lock.acquire()
+                self._held.depth = depth
             with self.locked(), param.edit_constant(self):
                 self.busy = False

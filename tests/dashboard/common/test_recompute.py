@@ -150,3 +150,20 @@ def test_the_worker_writes_parameters_under_the_lock_and_computes_without_it():
     assert s.free_while_working == [True]
     with s.locked():                # and the input side waits for nothing once the worker is done
         assert lock._is_owned()
+
+
+class Nested(Slow):
+    def _recompute(self) -> None:
+        x = self.x
+        with self._working():
+            with self._working():          # e.g. a measurement helper called from the slow part
+                pass
+        with param.edit_constant(self):
+            self.result = x * 10
+
+
+def test_working_nested_in_working_releases_the_lock_once():
+    s = Nested()
+    s.use_lock(threading.RLock())
+    s.x = 2                                # from one thread: computed here, under the lock
+    assert s.result == 20 and s.busy is False
