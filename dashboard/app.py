@@ -84,7 +84,6 @@ from tornado.ioloop import IOLoop
 from dashboard.common.gcfreeze import freeze_once
 from dashboard.common.lazy import BuiltWhenShown
 from dashboard.common.ordered import handle_in_order, session_lock
-from dashboard.common.panes import slider_taps
 from dashboard.heads import ModelHeads, preload_hf
 from dashboard.leaks import LeakDetector
 from dashboard.playground import AttentionPlayground
@@ -148,8 +147,8 @@ def build_app() -> pn.Tabs:
 def serve_app() -> pn.viewable.Viewable:
     """``build_app()`` in a ``BootstrapTemplate`` (used when served).
 
-    ``slider_taps()`` lets fast clicks on a slider's track through (Bokeh's sliders drop a click
-    that comes within 300 ms of the last one).
+    Every tab's view carries the page's scripts (``LiveView.page_scripts``: fast clicks on a
+    slider's track are let through; Bokeh's sliders drop a click within 300 ms of the last one).
 
     No template busy indicator: each tab shows its own (``common.live``: a floating badge).
 
@@ -158,7 +157,7 @@ def serve_app() -> pn.viewable.Viewable:
     locally.
     """
     return pn.template.BootstrapTemplate(
-        title=TITLE, main=[build_app(), slider_taps()], header_background="#1e293b",
+        title=TITLE, main=[build_app()], header_background="#1e293b",
         busy_indicator=None,    # its spinner is a css_classes change on every event: in the
     )                           # browser each one lays the page out and repaints every figure
 

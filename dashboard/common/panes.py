@@ -10,7 +10,7 @@ from .style import CAVEAT_STYLES
 
 __all__ = ["COMM_FLUSH_JS", "COMM_RETRY_MS", "SLIDER_TAPS_JS", "TEXT_MAX_CHARS", "TOOLTIP_WIDTH",
            "caveat", "clamp_index", "figure_pane", "hover_tooltip", "markdown", "page_scripts",
-           "prompt", "slider_taps", "widgets_from_spec", "wrap_row"]
+           "prompt", "widgets_from_spec", "wrap_row"]
 
 TEXT_MAX_CHARS = 400_000
 """The most characters a text box of the app takes (Panel's default ``max_length``, 5000, would cut a
@@ -172,12 +172,6 @@ def with_tooltip(widget: pn.widgets.Widget, doc: str | None):
     text = " ".join(doc.split())
     return pn.Row(widget, pn.widgets.TooltipIcon(value=text, margin=(12, 0, 0, -8), width=20),
                   margin=0)
-
-
-def slider_taps() -> pn.pane.HTML:
-    """An invisible pane that installs :data:`SLIDER_TAPS_JS` on the page (once per page)."""
-    return pn.pane.HTML(f"<script>{SLIDER_TAPS_JS}</script>", width=0, height=0, margin=0,
-                        css_classes=["ap-slider-taps"])
 
 
 def figure_pane(figure, *classes: str) -> pn.pane.Bokeh:

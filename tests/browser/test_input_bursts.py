@@ -98,7 +98,7 @@ def test_heads_keyboard_burst_ends_on_the_final_value_everywhere(context, app_se
 def test_fast_clicks_on_a_slider_track_keep_the_last_one(context, app_server):
     page, watch, log_from = _open(context, app_server)
     # noUiSlider ignores presses for 300 ms after a track click; the page's script lifts that
-    assert page.evaluate("() => window.__apSliderTaps === true"), "common.panes.slider_taps missing"
+    assert page.evaluate("() => window.__apSliderTaps === true"), "common.panes.SLIDER_TAPS_JS missing (LiveView.page_scripts)"
     base = page.locator(".ap-query .noUi-base").first
     base.scroll_into_view_if_needed()
     box = base.bounding_box()

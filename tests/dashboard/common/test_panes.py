@@ -31,7 +31,9 @@ def test_button_groups_get_a_wrapped_tooltip_under_them_not_a_line_to_their_righ
 
 def test_the_served_page_carries_the_slider_taps_script():
     page = serve_app()
-    scripts = [o for o in page.main.objects if isinstance(o, pn.pane.HTML)
-               and SLIDER_TAPS_JS in str(o.object)]
+    for part in page.main:      # tabs are built when shown: the first one is, one copy of the scripts
+        part.get_root()
+    scripts = [o for part in page.main for o in part.select(pn.pane.HTML)
+               if SLIDER_TAPS_JS in str(o.object)]
     assert len(scripts) == 1
     assert "noUi-state-tap" in SLIDER_TAPS_JS and "capture: true" in SLIDER_TAPS_JS
