@@ -38,6 +38,7 @@ from ..common.panes import (
     clamp_index,
     figure_pane,
     markdown,
+    prompt,
     widgets_from_spec,
     with_tooltip,
     wrap_row,
@@ -114,9 +115,9 @@ class PlaygroundView(LiveView):
                                                     event=spec["checked"], **options)
         self.widgets = {name: self.widgets[name] for name in WIDGETS}      # the spec's order
         # T also has a slider (bounded, throttled) under the box where any number can be typed
-        self.seq_len_slider = pn.widgets.IntSlider.from_param(
+        self.seq_len_slider = prompt(pn.widgets.IntSlider.from_param(
             pg.param.seq_len, throttled=True, name="", css_classes=["ap-seq-len-slider"], width=225,
-            margin=(-8, 10, 5, 10))
+            margin=(-8, 10, 5, 10)))
         for w in self.widgets.values():
             w.width = 225 if "description" not in w.param else 250
         pg.param.watch(self._on_text, "text")
