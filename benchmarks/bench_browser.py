@@ -14,7 +14,7 @@ T=16/H=4, T=256/H=8 and T=1024/H=16:
 
 How "the last figure updated" is known (printed as ``mode``):
 
-- ``state``: the page carries the state-id contract (``.ap-state`` + ``ap-state:<id>`` figure tags,
+- ``state``: the page carries the state-id contract (``.ap-state`` + ``ap-state:<id or part>`` figure tags,
   see ``tests/browser/_probe.py``): the painted moment of the change after which every figure's
   tag, the ``.ap-state`` id and the controls agree (checked only once that change is painted, so
   the check never slows the page it times);

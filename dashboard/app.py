@@ -64,7 +64,8 @@ element, and playwright locators see through the open shadow roots):
 ``.ap-caveat``              the "attention is not explanation" note
 ``.ap-model-heads``         the "Model heads" tab (hooks ``.ap-th-*``: ``dashboard/heads/view.py``)
 ``.ap-state``               the state id every figure of the view shows (``data-state`` on
-                            ``.ap-state-id``; each live figure has ``tags=["ap-state:<id>"]``)
+                            ``.ap-state-id``; each live figure has ``tags=["ap-state:<id>"]``
+                            or only the part of the id it draws, ``LiveView.figure_state``)
 ==========================  ==================================================================
 
 The widget *values* can also be read from the server side in tests through

@@ -30,7 +30,7 @@ from bokeh.models import ColumnDataSource
 from ..common.frames import Frame
 from ..common.lazy import BuiltWhenShown
 from ..common.figures import LivePlot, render
-from ..common.live import LiveHTML, LiveView
+from ..common.live import LiveHTML, LiveView, part_of_state
 from ..common.panes import (
     TEXT_MAX_CHARS,
     caveat,
@@ -78,6 +78,12 @@ def state_id(r: PlaygroundResult, query: int, view_head: int) -> str:
     return (f"T={r.seq_len} H={r.num_heads} D={r.head_dim} causal={int(r.causal)} seed={r.seed} "
             f"L={r.prefix} q={min(query, r.seq_len - 1)} head={min(view_head, r.num_heads - 1)} "
             f"pos={r.position_scale:g} text={text}")
+
+
+WEIGHTS_KEYS = ("T", "H", "D", "causal", "seed", "pos", "text")
+"""The state-id keys of a core computation (the weights and outputs)."""
+MASK_KEYS = ("T", "causal", "text")
+INVARIANCE_KEYS = (*WEIGHTS_KEYS, "L")
 
 
 class _Zoom:
@@ -191,6 +197,18 @@ class PlaygroundView(LiveView):
     def figures(self) -> list:
         return [p.figure for p in (self.heads_plot, self.query_plot, *self.single_plots, self.mask_plot,
                                    self.invariance_plot)]
+
+    def figure_state(self, figure, sid: str) -> str:
+        # what each figure shows, as ``show`` redraws it: the weights (a new core computation),
+        # plus the query, plus the head; the mask only T, causal and the tokens; the invariance
+        # test every input of a result but not the selection
+        if figure is self.mask_plot.figure:
+            return part_of_state(sid, MASK_KEYS)
+        if figure is self.invariance_plot.figure:
+            return part_of_state(sid, INVARIANCE_KEYS)
+        if figure in (self.heads_plot.figure, self.query_plot.figure):
+            return part_of_state(sid, (*WEIGHTS_KEYS, "q"))
+        return part_of_state(sid, (*WEIGHTS_KEYS, "q", "head"))      # the step panels
 
     def tags_of(self, figure) -> list[str]:
         if figure is self.heads_plot.figure:

@@ -6,7 +6,8 @@ neither the page nor the server reported an error.
 "Shows that state" is checked two ways:
 
 - the state-id contract (``tests/browser/_probe.py``): the ``.ap-state`` id equals the id the
-  controls imply, and every live figure carries the tag ``ap-state:<that id>``;
+  controls imply, and every live figure carries the tag ``ap-state:<that id>`` (or the part of
+  it the figure draws);
 - what a user sees, without the contract: as many head maps as the heads control says,
   the query plot titled with the selected query, the Leak detector's card, map title, verdict and
   sentence all for the selected model.
@@ -177,3 +178,24 @@ def test_fast_arrow_keys_through_the_model_list_end_on_the_ninth_model(context, 
     problems = _final_problems(page, watch, app_server, log_from, extra=[user_view])
     assert problems == [], f"after ArrowDown x{len(LIST_GAPS_MS)} (expected {want}):\n" + \
         "\n".join(problems)
+
+
+def test_the_probe_flags_a_figure_whose_part_of_the_state_is_stale(context, app_server):
+    """The contract is what the tests above lean on: a figure that carries only part of the state
+    id (the mask: T, causal, text) passes while those pairs agree and fails as soon as one is
+    stale, names a key the state lacks, or is empty."""
+    page, watch, log_from = _open(context, app_server)
+    _probe.settle(page, quiet_ms=500)
+    assert _probe.wait_consistent(page)["problems"] == []
+    set_mask_tag = """tag => {
+        const v = [...Bokeh.index.all_views()].find(v => v.frame !== undefined
+                                                  && v.el.classList.contains("ap-mask"));
+        v.model.tags = [tag];
+    }"""
+    for tag, ok in (("ap-state:T=16 causal=1 text=-", True), ("ap-state:T=16 causal=0 text=-", False),
+                    ("ap-state:T=16 causal=1 text=- zoom=2", False), ("ap-state:", False)):
+        page.evaluate(set_mask_tag, tag)
+        problems = _probe.check(page)["problems"]
+        assert (problems == []) is ok, (tag, problems)
+        if not ok:
+            assert any("ap-mask" in p for p in problems), problems

@@ -4,6 +4,7 @@ figure carries the id of the state it shows."""
 from __future__ import annotations
 
 import html
+import re
 import threading
 from functools import partial
 
@@ -11,7 +12,7 @@ import panel as pn
 import pytest
 from harness import models_with_class, rendered
 
-from dashboard.common.live import MIN_INTERVAL, STATE_TAG
+from dashboard.common.live import MIN_INTERVAL, STATE_TAG, part_of_state
 from dashboard.playground import AttentionPlayground, PlaygroundView
 from dashboard.playground.view import state_id
 
@@ -41,6 +42,17 @@ def _figure_ids(doc) -> set[str]:
     return ids
 
 
+def _figures_show(doc, sid: str) -> bool:
+    """Every figure's state tag is ``sid`` or a part of it (``part_of_state``); asserts it."""
+    pairs = set(re.findall(r"[A-Za-z_]+=\S*", sid))
+    ids = _figure_ids(doc)
+    assert ids, "no figure carries a state tag"
+    for fid in ids:
+        part = set(re.findall(r"[A-Za-z_]+=\S*", fid))
+        assert part and part <= pairs, f"a figure shows {fid!r}, the state is {sid!r}"
+    return True
+
+
 def _page_state(doc) -> str:
     (pane,) = models_with_class(doc, "ap-state")
     return html.unescape(pane.text)
@@ -50,12 +62,49 @@ def test_every_figure_and_the_state_element_name_the_state_shown():
     pg = AttentionPlayground(seq_len=8, num_heads=2)
     view = PlaygroundView(pg)
     with rendered(view.layout) as page:
-        assert _figure_ids(page.doc) == {state_id(pg.result, pg.query, pg.view_head)}
+        assert _figures_show(page.doc, state_id(pg.result, pg.query, pg.view_head))
         pg.param.update(seed=5, query=3)
         want = state_id(pg.result, 3, pg.view_head)
         assert "seed=5" in want and "q=3" in want
-        assert _figure_ids(page.doc) == {want} and view.shown_id == want
+        assert _figures_show(page.doc, want) and view.shown_id == want
         assert f'data-state="{want}"' in _page_state(page.doc)
+
+
+def test_a_figure_that_is_not_redrawn_keeps_its_tag():
+    """A new tag repaints a figure in BokehJS: a query step leaves the mask and the invariance chart
+    alone, an L step touches only the invariance chart, a causal flip every figure."""
+    pg = AttentionPlayground(seq_len=8, num_heads=2)
+    view = PlaygroundView(pg)
+    with rendered(view.layout):
+        figs = {"heads": view.heads_plot.figure, "query": view.query_plot.figure,
+                "steps": view.single_plots[0].figure, "mask": view.mask_plot.figure,
+                "invariance": view.invariance_plot.figure}
+
+        def tags():
+            return {name: next(t for t in f.tags if t.startswith(STATE_TAG)) for name, f in figs.items()}
+
+        def changed(**params):
+            before = tags()
+            pg.param.update(**params)
+            after = tags()
+            for name, tag in after.items():
+                part = set(tag[len(STATE_TAG):].split())
+                assert part and part <= set(view.shown_id.split()), (name, tag, view.shown_id)
+            return {name for name in figs if after[name] != before[name]}
+
+        assert tags()["mask"] == f"{STATE_TAG}T=8 causal=1 text=-"
+        assert changed(query=3) == {"heads", "query", "steps"}
+        assert changed(prefix=2) == {"invariance"}
+        assert changed(view_head=1) == {"steps"}
+        assert changed(seed=4) == {"heads", "query", "steps", "invariance"}
+        assert changed(causal=False) == set(figs)
+
+
+def test_part_of_state_keeps_the_named_pairs_in_order():
+    sid = "T=16 H=4 D=16 causal=1 seed=0 L=7 q=7 head=0 pos=0.5 text=-"
+    assert part_of_state(sid, ("text", "T", "causal")) == "T=16 causal=1 text=-"
+    assert part_of_state(sid, ()) == ""
+    assert part_of_state("model=a b relation=causal", ("model",)) == "model=a b"
 
 
 def test_served_changes_from_many_threads_become_one_update_on_the_sessions_loop():
@@ -78,7 +127,7 @@ def test_served_changes_from_many_threads_become_one_update_on_the_sessions_loop
         queued.clear()
         assert view.n_updates == before + 1
         assert view.shown_id == state_id(pg.result, pg.query, pg.view_head)
-        assert _figure_ids(page.doc) == {view.shown_id}
+        assert _figures_show(page.doc, view.shown_id)
         delays.clear()
         pg.seed = 9                              # after the update: a new request is queued again,
         for cb in list(queued):                  # (the loop sets the delayed update's timer)
@@ -134,7 +183,7 @@ def test_a_view_not_displayed_yet_still_follows_its_state():
     pg.seed = 4
     assert "seed=4" in view.shown_id
     with rendered(view.layout) as page:
-        assert _figure_ids(page.doc) == {view.shown_id}
+        assert _figures_show(page.doc, view.shown_id)
 
 
 @pytest.mark.parametrize("T", [4, 12])
@@ -145,7 +194,7 @@ def test_heads_steps_stamp_the_heads_figure_with_the_state_and_its_grid(T):
         pg.num_heads = 2
         pg.num_heads = 5
         fig = models_with_class(page.doc, "ap-heads-map")[0]
-        assert _figure_ids(page.doc) == {view.shown_id}
+        assert _figures_show(page.doc, view.shown_id)
         assert f"ap-heads:H=5 T={T} " in " ".join(fig.tags)
 
 
