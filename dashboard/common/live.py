@@ -18,8 +18,8 @@ Each update stamps a state id (what the figures show, e.g. ``T=16 H=4 ... q=7``)
 that every figure shows the same state and that it matches the controls. A figure may carry only
 the part of the id it shows (``figure_state``, e.g. the Playground's mask: ``T=16 causal=1
 text=-``): its pairs must then all be in the view's id. A figure whose part did not change keeps
-its tag, because in BokehJS a new tag repaints the figure (a query step at T=16 was felt after
-143 ms with the mask and the invariance chart re-tagged, 99 ms without).
+its tag: in BokehJS any change of a plot model (a new tag too) repaints every painter of the
+figure (``PlotView``: ``model.change`` -> ``request_repaint``).
 
 Nothing is shared between sessions: the figures are ``common.figures.LivePlot``s drawn by a
 HoloViews renderer of their own.
