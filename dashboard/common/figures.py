@@ -19,13 +19,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from bokeh.models import CustomJSHover, FixedTicker, HoverTool
+from bokeh.model import Model
+from bokeh.models import ColorMapper, CustomJSHover, FixedTicker, HoverTool
 from holoviews.core.util import dimension_sanitizer
 from holoviews.plotting.bokeh import BokehRenderer
 
 from .frames import Frame, Layer, to_element
 
-__all__ = ["EXACT_HOVER_JS", "LivePlot", "exact_hover", "layer_source_data", "render", "zoom_tools"]
+__all__ = ["EXACT_HOVER_JS", "LivePlot", "copy_drawing", "exact_hover", "layer_source_data", "render",
+           "zoom_tools"]
 
 
 def render(element):
@@ -38,6 +40,69 @@ def render(element):
     a page's first render and of every repaint.
     """
     return BokehRenderer.instance(webgl=False).get_plot(element)
+
+
+_NOT_COPIED = {"id", "name", "tags", "js_property_callbacks", "js_event_callbacks",
+               "subscribed_events", "syncable", "css_classes", "context_menu"}
+
+
+def _holds_model(value) -> bool:
+    """Whether a property value refers to a Bokeh model (a source, a glyph, a colour transform)."""
+    if isinstance(value, Model):
+        return True
+    if isinstance(value, (list, tuple, set)):
+        return any(_holds_model(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_model(v) for v in value.values())
+    return any(isinstance(getattr(value, a, None), Model) for a in ("transform", "units"))
+
+
+def _copy_scalars(dst, src) -> None:
+    """Every property of ``src`` that holds no model onto ``dst`` where it differs."""
+    for name in sorted(src.properties() - _NOT_COPIED):
+        value = getattr(src, name)
+        if _holds_model(value):
+            continue
+        try:
+            same = bool(getattr(dst, name) == value)
+        except (TypeError, ValueError):          # arrays: compare by assigning
+            same = False
+        if not same:
+            setattr(dst, name, value)
+
+
+def _structure(fig) -> tuple:
+    renderers = tuple((type(r).__name__, type(getattr(r, "glyph", None)).__name__) for r in fig.renderers)
+    axes = tuple((type(a).__name__, type(a.ticker).__name__) for a in (*fig.xaxis, *fig.yaxis))
+    mappers = len(list(fig.select(ColorMapper)))
+    return renderers, axes, mappers, type(fig.x_range).__name__, type(fig.y_range).__name__
+
+
+def copy_drawing(shown, fresh) -> bool:
+    """Make the figure ``shown`` (on a page) show what ``fresh`` shows: a new HoloViews drawing of
+    an element built the same way (``render``), not displayed. Only data and plain properties are
+    written (sources, glyph sizes and colours, the colour range, axis ranges and ticks, the title),
+    so the page gets a patch and keeps its layout, where a new figure in a pane would change the
+    pane's children and lay the whole page out again. Returns False, writing nothing, when the two
+    figures differ in structure (renderers, glyph types, axes, colour mappers): replace it then.
+    """
+    if _structure(shown) != _structure(fresh) or _structure(fresh)[2] > 1:
+        return False
+    shown.title.text = fresh.title.text
+    _copy_scalars(shown.x_range, fresh.x_range)
+    _copy_scalars(shown.y_range, fresh.y_range)
+    for mine, theirs in zip(shown.renderers, fresh.renderers):
+        if hasattr(theirs, "data_source"):
+            mine.data_source.data = dict(theirs.data_source.data)
+            _copy_scalars(mine.glyph, theirs.glyph)
+        else:                                      # an annotation drawn as a renderer (a Span)
+            _copy_scalars(mine, theirs)
+    for mine, theirs in zip(shown.select(ColorMapper), fresh.select(ColorMapper)):
+        _copy_scalars(mine, theirs)
+    for mine, theirs in zip((*shown.xaxis, *shown.yaxis), (*fresh.xaxis, *fresh.yaxis)):
+        _copy_scalars(mine, theirs)
+        _copy_scalars(mine.ticker, theirs.ticker)
+    return True
 
 
 def layer_source_data(layer: Layer, columns) -> dict | None:

@@ -31,7 +31,7 @@ import panel as pn
 from attention.zoo import mask_gallery
 
 from ..common.lazy import BuiltWhenShown
-from ..common.figures import render
+from ..common.figures import copy_drawing, render
 from ..common.live import LiveHTML, LiveView
 from ..common.panes import figure_pane, markdown, widgets_from_spec, wrap_row
 from ..common.style import CSS as BADGE_CSS
@@ -72,14 +72,16 @@ def state_id(res: LeakResult) -> str:
 class LeakDetectorView(LiveView):
     """Widgets and figures for one ``LeakDetector`` (one per browser session or output).
 
-    A new measurement (model, T or seed) draws the map and the sweep anew; a new allowed relation
-    on the same measurement rewrites only the relation's parts of the existing figures
-    (:func:`dashboard.leaks.plots.patch_relation`).
+    A new measurement (model, T or seed) draws the map and the sweep anew and writes what they
+    show into the figures on the page (:func:`dashboard.common.figures.copy_drawing`), so the page
+    is not laid out again; a new allowed relation on the same measurement rewrites only the
+    relation's parts of the existing figures (:func:`dashboard.leaks.plots.patch_relation`).
 
     Attributes:
         layout: the Panel component to show.
         map_plot, sweep_plot: the rendered HoloViews plots (``.state`` is the Bokeh figure) in
-            ``map_pane`` / ``sweep_pane``; ``n_redraws`` counts new drawings after the first.
+            ``map_pane`` / ``sweep_pane``; ``n_copies`` counts new maps written into them,
+            ``n_redraws`` figures replaced instead (a drawing of another structure).
         gallery: the mask thumbnails (redrawn only when T changes).
     """
 
@@ -107,7 +109,8 @@ class LeakDetectorView(LiveView):
         self.sweep_plot = _draw(plots.sweep_chart(res.report), "ap-leak-sweep")
         self.map_pane = pn.pane.Bokeh(self.map_plot.state, margin=(0, 4), styles={"flex": "none"})
         self.sweep_pane = pn.pane.Bokeh(self.sweep_plot.state, margin=(0, 4), styles={"flex": "none"})
-        self.n_redraws = 0                     # figures drawn anew (a new map); relation changes patch
+        self.n_redraws = 0                     # figures replaced on the page (none so far: see show)
+        self.n_copies = 0                      # new maps written into the figures on the page
         self._gallery_T = None
         self.gallery = wrap_row(css_classes=["ap-leak-gallery"], sizing_mode="stretch_width")
         self._sync_gallery(res.seq_len)
@@ -149,11 +152,18 @@ class LeakDetectorView(LiveView):
             if r.dep_map is shown.report.dep_map and r.sweep is shown.report.sweep:   # one measurement
                 plots.patch_relation(self.map_plot, self.sweep_plot, r)
             else:
-                self.map_plot = _draw(plots.dependency_heatmap(r), "ap-leak-map")
-                self.sweep_plot = _draw(plots.sweep_chart(r), "ap-leak-sweep")
-                self.map_pane.object = self.map_plot.state
-                self.sweep_pane.object = self.sweep_plot.state
-                self.n_redraws += 1
+                # another map: draw it, then write what it shows into the figures on the page
+                # (a new figure in the pane would lay the whole page out again)
+                map_plot = _draw(plots.dependency_heatmap(r), "ap-leak-map")
+                sweep_plot = _draw(plots.sweep_chart(r), "ap-leak-sweep")
+                if copy_drawing(self.map_plot.state, map_plot.state) and \
+                        copy_drawing(self.sweep_plot.state, sweep_plot.state):
+                    self.n_copies += 1
+                else:
+                    self.map_plot, self.sweep_plot = map_plot, sweep_plot
+                    self.map_pane.object = self.map_plot.state
+                    self.sweep_pane.object = self.sweep_plot.state
+                    self.n_redraws += 1
             self._shown = res
             self._sync_gallery(res.seq_len)
         return state_id(res)

@@ -151,3 +151,24 @@ def test_short_columns_are_sent_as_lists_and_long_ones_as_arrays(results):
     live = LivePlot(FAMILIES["query"](results[1]))
     live.update(FAMILIES["query"](short))
     assert isinstance(live.leaves[0].handles["source"].data["image"][0], np.ndarray)
+
+
+def test_copy_drawing_writes_a_fresh_drawing_into_a_shown_figure_or_nothing():
+    import holoviews as hv
+    from dashboard.common.figures import copy_drawing, render
+
+    def curve(ys, title):
+        return hv.Curve((range(len(ys)), ys)).opts(title=title, color="red", line_width=2,
+                                                   ylim=(min(ys), max(ys)))
+
+    shown = render(curve([0, 1, 2], "a")).state
+    fresh = render(curve([5, -1, 3, 9], "b").opts(line_width=4)).state
+    source = shown.renderers[0].data_source
+    assert copy_drawing(shown, fresh)
+    assert shown.renderers[0].data_source is source               # the same models, new contents
+    assert list(source.data["y"]) == [5, -1, 3, 9] and shown.title.text == "b"
+    assert (shown.y_range.start, shown.y_range.end) == (-1, 9)
+    assert shown.renderers[0].glyph.line_width == 4
+    other = render(curve([1, 2], "c") * hv.Scatter([(0, 1)])).state  # another structure
+    assert not copy_drawing(shown, other)
+    assert shown.title.text == "b" and list(source.data["y"]) == [5, -1, 3, 9]

@@ -75,7 +75,7 @@ def test_a_relation_change_on_a_fast_map_runs_the_fast_verdict_for_that_relation
     assert ld.n_computes == 3 and not ld.report.passed
 
 
-def test_the_view_draws_a_fast_map_and_redraws_it_on_a_relation_change():
+def test_the_view_draws_a_fast_map_and_a_new_one_on_a_relation_change():
     ld = LeakDetector(model="causal_mha", seq_len=T_FAST)     # (T = 128 draws 16384 cells: slow here)
     with rendered(pn.panel(ld)) as page:
         fig = models_with_class(page.doc, "ap-leak-map")[0]
@@ -83,7 +83,7 @@ def test_the_view_draws_a_fast_map_and_redraws_it_on_a_relation_change():
         assert fig.title.text.startswith("Dependency map (fast verdict) · causal outlined")
         verdict = models_with_class(page.doc, "ap-leak-verdict")[0]
         assert 'data-verdict="PASS"' in html.unescape(verdict.text)
-        ld.allowed = "sliding:2"                      # a new map (its float64 rows): a new figure
+        ld.allowed = "sliding:2"              # a new map (its float64 rows), written into the figure
         new = models_with_class(page.doc, "ap-leak-map")[0]
-        assert new is not fig and new.title.text == leak_plots.map_title(ld.report)
+        assert new is fig and new.title.text == leak_plots.map_title(ld.report)
         assert 'data-verdict="FAIL"' in html.unescape(verdict.text)
