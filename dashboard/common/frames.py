@@ -35,6 +35,7 @@ __all__ = [
     "pool_factor",
     "pooled",
     "short_number",
+    "steady_yaxis",
     "tick_rotation",
     "to_element",
     "token_label",
@@ -231,7 +232,7 @@ def short_number(v: float) -> str:
     return s if len(s) <= 8 else f"{v:.1e}"
 
 
-def _steady_yaxis(chars: int, auto: bool):
+def steady_yaxis(chars: int, auto: bool):
     """A HoloViews hook: the y axis's labels in a monospace font (and, for automatic ticks,
     written by ``SHORT_NUMBER_JS`` and padded to ``chars``), so that its width never changes."""
     def hook(plot, element) -> None:
@@ -257,7 +258,7 @@ def to_element(frame: Frame) -> hv.Element | hv.Overlay:
     if frame.yticks is not None:
         figure_opts["yticks"] = frame.shown_yticks()
     if frame.ylabel_chars is not None:
-        figure_opts["hooks"] = [_steady_yaxis(frame.ylabel_chars, auto=frame.yticks is None)]
+        figure_opts["hooks"] = [steady_yaxis(frame.ylabel_chars, auto=frame.yticks is None)]
     hover = {"hover_tooltips": frame.tooltips} if frame.tooltips else {}
     if frame.tooltips and frame.hover_labels is not None:
         hover["hover_formatters"] = hover_formatters(frame.hover_labels, frame.hover_ylabels, frame.hover_raw,

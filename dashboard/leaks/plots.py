@@ -26,6 +26,7 @@ from torch import Tensor
 
 from attention.verify import LeakReport
 
+from ..common.frames import steady_yaxis
 from ..common.style import BLOCKED_COLOR, KEEP_COLOR, verdict_badge_html
 from .state import SERVED, LeakResult, served_target
 
@@ -64,6 +65,7 @@ UNCHECKED_COLOR = "#94a3b8"           # sweep: the relation lets outputs <= L se
 DECADES = 6                           # the colour scale spans this many powers of ten below the max
 RING_PAD = 0.45                       # cells of margin around the map: the ring is never clipped
 MAP_SIZE = 360                        # frame width/height of the dependency map, px
+SWEEP_LABEL_CHARS = 8                 # the sweep's y labels, padded to 8 characters (short_number)
 THUMB_SIZE = 92                       # frame width of one mask thumbnail, px
 
 
@@ -293,8 +295,9 @@ def sweep_chart(report: LeakReport, *, width: int = 360) -> hv.Overlay:
     return (stems * dots * tol * label).opts(
         title=sweep_title(report), frame_width=width, frame_height=200, xlim=(-0.7, T - 0.3),
         ylim=(-0.04 * top, top), xticks=[(i, str(i)) for i in _ticks(T, 16)], toolbar=None,
-        fontsize={"title": "10pt"}, show_legend=False, yformatter="%.2g",
-    )
+        fontsize={"title": "10pt"}, show_legend=False,
+        hooks=[steady_yaxis(SWEEP_LABEL_CHARS, auto=True)],   # y labels of one width whatever the
+    )                                                         # values: no page layout on a new map
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ step-by-step bands, step 5's output, the invariance chart, the query plot's "hea
 width (``Frame.ylabel_chars``), and the heads figure keeps its frame for every H.
 
 Counted in the page: the layouts computed from the root while the Playground answers seed, heads,
-causal and query changes at T=16, each change answered before the next (the page consistent with
-its controls).
+causal and query changes at T=16, and while the Leak detector measures six models one after the
+other, each change answered before the next (the page consistent with its controls).
 """
 from __future__ import annotations
 
@@ -83,4 +83,29 @@ def test_seed_heads_causal_and_query_changes_lay_out_nothing_again(context, app_
     layouts = page.evaluate("() => window.__apLayouts")
     assert layouts == [], (f"{len(layouts)} page layouts during {len(done)} data changes "
                            f"({', '.join(done)}): {layouts}")
+    assert watch.errors() == []
+
+
+def test_leak_detector_model_changes_lay_out_nothing_again(context, app_server):
+    """Each ArrowDown in the model list measures another model: its map and sweep are written into
+    the figures on the page (``common.figures.copy_drawing``; new figures in the panes laid the
+    page out again) and the sweep's y labels keep their width (``steady_yaxis``)."""
+    page = context.new_page()
+    watch = open_app(page, app_server.url)
+    page.locator(".bk-tab", has_text="Leak detector").click()
+    page.locator(".ap-leak-map").wait_for(state="visible")
+    _probe.install(page)
+    _probe.set_relations(page, _probe.leak_relation_names())
+    _answered(page)
+    assert page.evaluate(COUNT_ROOT_LAYOUTS_JS), "no Bokeh layout root on the page"
+    select = page.locator(".ap-leak-model select").first
+    shown = []
+    for _ in range(6):
+        select.focus()
+        select.press("ArrowDown")
+        _answered(page)
+        shown.append(page.evaluate("() => window.__ap.controls().model"))
+    assert len(set(shown)) == 6, shown
+    layouts = page.evaluate("() => window.__apLayouts")
+    assert layouts == [], f"{len(layouts)} page layouts over 6 models ({', '.join(shown)}): {layouts}"
     assert watch.errors() == []
