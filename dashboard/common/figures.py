@@ -86,7 +86,8 @@ def copy_drawing(shown, fresh) -> bool:
     pane's children and lay the whole page out again. Returns False, writing nothing, when the two
     figures differ in structure (renderers, glyph types, axes, colour mappers): replace it then.
     """
-    if _structure(shown) != _structure(fresh) or _structure(fresh)[2] > 1:
+    structure = _structure(fresh)
+    if structure != _structure(shown) or structure[2] > 1:    # mappers are paired by order: one
         return False
     shown.title.text = fresh.title.text
     _copy_scalars(shown.x_range, fresh.x_range)

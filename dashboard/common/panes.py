@@ -96,7 +96,7 @@ def prompt(widget: pn.widgets.Widget) -> pn.widgets.Widget:
     before handling it, to gather the changes of one gesture; here the pipeline coalesces bursts
     itself (``common.recompute``, ``common.live``), and the 50 ms were a fixed delay on every
     input (a sixth of the felt time of a seed change at T=16 in chromium; for a slider step,
-    heads +1 at T=16 went from 187 to 160 ms and query from 142 to 127 ms).
+    heads +1 at T=16 went from 187 to 160 ms and query from 142 to 127 ms in one run each).
 
     A slider or a select sends two properties per gesture (``value`` and ``value_throttled``),
     which may now be handled as two batches. That is safe because ``common.ordered`` handles a
