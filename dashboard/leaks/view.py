@@ -33,7 +33,7 @@ from attention.zoo import mask_gallery
 from ..common.lazy import BuiltWhenShown
 from ..common.figures import copy_drawing, render
 from ..common.live import LiveHTML, LiveView
-from ..common.panes import figure_pane, markdown, widgets_from_spec, wrap_row
+from ..common.panes import figure_pane, markdown, prompt, widgets_from_spec, wrap_row
 from ..common.style import CSS as BADGE_CSS
 from ..common.style import SECTION_STYLES
 from . import plots
@@ -90,11 +90,11 @@ class LeakDetectorView(LiveView):
         self.ld = ld
         res = ld.result
         self._local = threading.local()
-        self.model_select = pn.widgets.Select(
+        self.model_select = prompt(pn.widgets.Select(
             label=ld.param.model.label, groups={"Buggy: must FAIL": BUGGY, "Correct: must PASS": CORRECT,
                                                 **({"Served (--hf)": ld.served} if ld.served else {})},
             value=ld.model, description=" ".join(ld.param.model.doc.split()),
-            css_classes=["ap-leak-model"], sizing_mode="stretch_width")
+            css_classes=["ap-leak-model"], sizing_mode="stretch_width"))
         self.model_select.param.watch(self._on_model_widget, "value")
         ld.param.watch(self._on_model_param, "model")
         self.widgets = [self.model_select, *widgets_from_spec(ld, WIDGETS).values()]
