@@ -50,8 +50,8 @@ from ..common.style import (
     VIOLATION_COLOR,
     verdict_badge_html,
 )
-from .state import (HEAD_GAP, HEAD_SIZE, HEADS_BOX, HEADS_PER_ROW, MAX_HEADS, PlaygroundResult,  # noqa: F401
-                    SingleTokenSteps, head_arrangement, mosaic_factor)
+from .state import (HEAD_GAP, HEAD_SIZE, HEADS_BOX, HEADS_PER_ROW, HEADS_ROW_BOX, MAX_HEADS,  # noqa: F401
+                    PlaygroundResult, SingleTokenSteps, head_arrangement, heads_box, mosaic_factor)
 
 __all__ = [
     "HEADS_PER_ROW",
@@ -129,9 +129,9 @@ class HeadGrid:
     query ``q`` are drawn at ``x = origin(h)[0] + k``, ``y = origin(h)[1] + q`` (y grows down).
     Maps are max-pooled over ``f x f`` blocks (``state.mosaic_factor``: to the pixels the screen
     shows, and within the memory budget; ``of_result``: the factor a result was pooled by); a cell then spans ``ceil(T / f) * f`` positions and the gap is a whole number of blocks, so that
-    one image of the whole mosaic has square pixels. The figure's size in px never changes
-    (``HEADS_BOX``; ``limits`` fits the mosaic into it): a heads step changes data and ranges, never
-    the page's layout.
+    one image of the whole mosaic has square pixels. The figure's size in px is one of two
+    (``heads_box``: one row up to 4 heads, two rows above; ``limits`` fits the mosaic into it): a
+    heads step changes data and ranges, and lays the page out only between 4 and 5 heads.
     """
 
     T: int
@@ -209,8 +209,8 @@ class HeadGrid:
         return h, q, k
 
     def frame_size(self) -> tuple[int, int]:
-        """(frame_width, frame_height) in px: ``HEADS_BOX``, the same for every ``T`` and ``H``."""
-        return HEADS_BOX
+        """(frame_width, frame_height) in px: ``heads_box(H)``, the same for every ``T``."""
+        return heads_box(self.H)
 
     def limits(self) -> tuple[tuple[float, float], tuple[float, float]]:
         """``(xlim, ylim)`` in positions: the mosaic (and the labels above row 0) from the top-left

@@ -55,6 +55,8 @@ __all__ = [
     "DEVICES",
     "FULL_WEIGHTS_CELLS",
     "HEADS_BOX",
+    "HEADS_ROW_BOX",
+    "heads_box",
     "head_arrangement",
     "MAX_SEQ_LEN",
     "MAX_SEQ_LEN_CUDA",
@@ -112,19 +114,30 @@ HEAD_SIZE = 160               # frame width/height of one head's map, px (4 + co
 HEADS_PER_ROW = 4             # maps per row of the heads figure up to 8 heads (more columns above)
 HEAD_GAP = 22                 # px between two maps of the heads figure (room for "head h" above each)
 HEADS_BOX = (HEADS_PER_ROW * (HEAD_SIZE + HEAD_GAP) - HEAD_GAP, 2 * (HEAD_SIZE + HEAD_GAP))
-"""(width, height) in px of the heads figure's frame, whatever H: 706 x 364, two rows of four
-160-px maps. A figure whose size changes makes the browser lay the whole page out again and repaint
-every figure (measured: ~45% of a heads step at T=256); a fixed frame makes a heads step a change
-of data and ranges only."""
+"""(width, height) in px of the heads figure's frame from ``HEADS_PER_ROW + 1`` heads on: 706 x 364,
+two rows of four 160-px maps. A figure whose size changes makes the browser lay the whole page out
+again and repaint every figure (measured: ~45% of a heads step at T=256); a fixed frame makes a
+heads step a change of data and ranges only."""
+HEADS_ROW_BOX = (HEADS_BOX[0], HEAD_SIZE + HEAD_GAP)
+"""706 x 182: the frame up to ``HEADS_PER_ROW`` heads, one row of 160-px maps. With the two-row
+frame for every H, the default page (4 heads) showed a figure whose lower half was empty, its key
+axis far below the maps; the price is one page layout on the step between 4 and 5 heads."""
+
+
+def heads_box(H: int) -> tuple[int, int]:
+    """The heads figure's frame ``(width, height)`` in px for ``H`` heads: ``HEADS_ROW_BOX`` up to
+    ``HEADS_PER_ROW`` heads, ``HEADS_BOX`` above (two sizes, so a heads step lays the page out
+    only when it crosses from one to the other)."""
+    return HEADS_ROW_BOX if H <= HEADS_PER_ROW else HEADS_BOX
 
 
 @lru_cache(maxsize=64)
 def head_arrangement(H: int) -> tuple[int, int, int]:
     """``(ncols, nrows, cell_px)``: the grid of ``H`` maps with the largest maps that fit
-    ``HEADS_BOX`` (a ``HEAD_GAP`` above and between maps); ties go to fewer rows. H <= 4: one row,
-    5-8: two rows of four, all 160 px as before; 9-10: 5 x 2 at 123 px; 11-12: 6 x 2 and 13-16:
+    ``heads_box(H)`` (a ``HEAD_GAP`` above and between maps); ties go to fewer rows. H <= 4: one
+    row, 5-8: two rows of four, all 160 px; 9-10: 5 x 2 at 123 px; 11-12: 6 x 2 and 13-16:
     6 x 3 at 99 px."""
-    bw, bh = HEADS_BOX
+    bw, bh = heads_box(H)
     best = None
     for c in range(1, H + 1):
         r = math.ceil(H / c)

@@ -48,8 +48,9 @@ def test_one_figure_holds_every_head_and_follows_num_heads():
         pg.num_heads = 3
         assert heads_fig(page.doc) is fig and fig.frame_height == height
         assert labels_of(fig) == ["head 0", "head 1", "head 2"]
-        pg.num_heads = 6                                     # a second row of maps, same figure size
-        assert fig.frame_height == height and labels_of(fig) == [f"head {h}" for h in range(6)]
+        pg.num_heads = 6                          # a second row of maps: the same figure, taller
+        assert heads_fig(page.doc) is fig and fig.frame_height == 2 * height
+        assert labels_of(fig) == [f"head {h}" for h in range(6)]
         for h in range(6):
             np.testing.assert_array_equal(head_map(fig, pg, h), pg.result.weights[h].numpy())
         assert "ap-heads:H=6 T=6" in " ".join(fig.tags)
@@ -86,21 +87,38 @@ def test_new_weights_reach_the_existing_figure():
 
 def test_a_heads_step_changes_no_figure_size_so_the_page_is_not_laid_out_again():
     """A figure whose size changes makes the browser lay out the whole page and repaint every
-    figure (~45% of a heads step at T=256): from 1 to 16 heads the heads figure and the query plot
-    keep their frame size, the maps are arranged to fit it, and the whole mosaic stays in view."""
+    figure (~45% of a heads step at T=256): the heads figure has two frame sizes, one row of maps
+    up to 4 heads and two rows from 5 on, the maps arranged to fit; the query plot keeps one size;
+    the whole mosaic stays in view."""
     pg = AttentionPlayground(seq_len=12, num_heads=4)
-    sizes = set()
+    sizes = {}
     with rendered(pn.panel(pg)) as page:
-        for H in (4, 5, 8, 9, 16, 1, 3, 12):
+        for H in (4, 5, 8, 9, 16, 1, 3, 12, 2):
             pg.num_heads = H
             heads, query = heads_fig(page.doc), only(page.doc, "ap-query-plot")
-            sizes.add(((heads.frame_width, heads.frame_height), (query.frame_width, query.frame_height)))
+            sizes.setdefault(H <= plots.HEADS_PER_ROW, set()).add(
+                ((heads.frame_width, heads.frame_height), (query.frame_width, query.frame_height)))
             g = plots.HeadGrid.of(12, H)
             assert heads.x_range.start <= -0.5 and heads.x_range.end >= g.width - 0.5, H
             y = sorted((heads.y_range.start, heads.y_range.end))       # drawn top-down: inverted
             assert y[0] <= -0.5 - g.gap and y[1] >= g.height - 0.5, H
             assert len(heads.renderers[0].data_source.data["image"]) == H
-    assert len(sizes) == 1, f"the figures changed size with H: {sizes}"
+    assert {k: len(v) for k, v in sizes.items()} == {True: 1, False: 1}, sizes
+    (one_row,), (more,) = sizes[True], sizes[False]
+    assert one_row[0] == (706, 182) and more[0] == (706, 364) and one_row[1] == more[1]
+
+
+@pytest.mark.parametrize("H", range(1, 9))
+def test_the_heads_maps_fill_their_figure_without_an_empty_row(H):
+    """At the default 4 heads the figure was two rows high with the maps in the first: half of the
+    page's main figure empty and its key axis far below the maps. Up to 8 heads (two rows of
+    four) the mosaic, with the head labels above it, now takes the frame's full height."""
+    g = plots.HeadGrid.of(16, H)
+    fw, fh = g.frame_size()
+    (x0, x1), (y0, y1) = g.limits()
+    px_per_unit = fh / (y1 - y0)
+    assert (g.height + g.gap) * px_per_unit == pytest.approx(fh, abs=1), (H, g.frame_size())
+    assert g.cell_px == 160 and g.nrows == (1 if H <= 4 else 2)
 
 
 def test_long_sequences_are_max_pooled_in_one_image_and_the_title_says_so():
