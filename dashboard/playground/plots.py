@@ -50,8 +50,9 @@ from ..common.style import (
     VIOLATION_COLOR,
     verdict_badge_html,
 )
-from .state import (HEAD_GAP, HEAD_SIZE, HEADS_BOX, HEADS_PER_ROW, HEADS_ROW_BOX, MAX_HEADS,  # noqa: F401
-                    PlaygroundResult, SingleTokenSteps, head_arrangement, heads_box, mosaic_factor)
+from .state import (HEAD_GAP, HEAD_SIZE, HEADS_BOX, HEADS_ONE_ROW, HEADS_PER_ROW, HEADS_ROW_BOX,  # noqa: F401
+                    MAX_HEADS, PlaygroundResult, SingleTokenSteps, head_arrangement, heads_box,
+                    mosaic_factor)
 
 __all__ = [
     "HEADS_PER_ROW",
@@ -124,14 +125,14 @@ def head_frame(result: PlaygroundResult, head: int, query: int | None = None) ->
 class HeadGrid:
     """Where each head's map lies in the live Playground's one heads figure (a mosaic).
 
-    Heads sit ``ncols`` to a row (``head_arrangement``: 4 up to 8 heads), head ``h`` in column
+    Heads sit ``ncols`` to a row (``head_arrangement``: 4 from 6 up to 8 heads), head ``h`` in column
     ``h % ncols`` and row ``h // ncols``, in data units of key / query *positions*: head ``h``'s key ``k`` and
     query ``q`` are drawn at ``x = origin(h)[0] + k``, ``y = origin(h)[1] + q`` (y grows down).
     Maps are max-pooled over ``f x f`` blocks (``state.mosaic_factor``: to the pixels the screen
     shows, and within the memory budget; ``of_result``: the factor a result was pooled by); a cell then spans ``ceil(T / f) * f`` positions and the gap is a whole number of blocks, so that
     one image of the whole mosaic has square pixels. The figure's size in px is one of two
-    (``heads_box``: one row up to 4 heads, two rows above; ``limits`` fits the mosaic into it): a
-    heads step changes data and ranges, and lays the page out only between 4 and 5 heads.
+    (``heads_box``: one row up to 5 heads, two rows above; ``limits`` fits the mosaic into it): a
+    heads step changes data and ranges, and lays the page out only between 5 and 6 heads.
     """
 
     T: int

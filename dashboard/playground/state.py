@@ -55,6 +55,7 @@ __all__ = [
     "DEVICES",
     "FULL_WEIGHTS_CELLS",
     "HEADS_BOX",
+    "HEADS_ONE_ROW",
     "HEADS_ROW_BOX",
     "heads_box",
     "head_arrangement",
@@ -119,24 +120,28 @@ two rows of four 160-px maps. A figure whose size changes makes the browser lay 
 again and repaint every figure (measured: ~45% of a heads step at T=256); a fixed frame makes a
 heads step a change of data and ranges only."""
 HEADS_ROW_BOX = (HEADS_BOX[0], HEAD_SIZE + HEAD_GAP)
-"""706 x 182: the frame up to ``HEADS_PER_ROW`` heads, one row of 160-px maps. With the two-row
-frame for every H, the default page (4 heads) showed a figure whose lower half was empty, its key
-axis far below the maps; the price is one page layout on the step between 4 and 5 heads."""
+"""706 x 182: the frame up to ``HEADS_ONE_ROW`` heads, one row of maps (160 px, 123 px at 5 heads).
+With the two-row frame for every H, the default page (4 heads) showed a figure whose lower half
+was empty, its key axis far below the maps."""
+HEADS_ONE_ROW = 5
+"""Up to this many heads the maps sit in one row. The step between ``HEADS_ONE_ROW`` and one more
+changes the figure's height, which lays the page out again (felt at T=16 in chromium: ~350 ms
+instead of ~140 ms); 5, not 4, so that the default 4 heads and both its neighbours share a frame."""
 
 
 def heads_box(H: int) -> tuple[int, int]:
     """The heads figure's frame ``(width, height)`` in px for ``H`` heads: ``HEADS_ROW_BOX`` up to
-    ``HEADS_PER_ROW`` heads, ``HEADS_BOX`` above (two sizes, so a heads step lays the page out
+    ``HEADS_ONE_ROW`` heads, ``HEADS_BOX`` above (two sizes, so a heads step lays the page out
     only when it crosses from one to the other)."""
-    return HEADS_ROW_BOX if H <= HEADS_PER_ROW else HEADS_BOX
+    return HEADS_ROW_BOX if H <= HEADS_ONE_ROW else HEADS_BOX
 
 
 @lru_cache(maxsize=64)
 def head_arrangement(H: int) -> tuple[int, int, int]:
     """``(ncols, nrows, cell_px)``: the grid of ``H`` maps with the largest maps that fit
     ``heads_box(H)`` (a ``HEAD_GAP`` above and between maps); ties go to fewer rows. H <= 4: one
-    row, 5-8: two rows of four, all 160 px; 9-10: 5 x 2 at 123 px; 11-12: 6 x 2 and 13-16:
-    6 x 3 at 99 px."""
+    row at 160 px, 5: one row at 123 px; 6-8: two rows of four at 160 px; 9-10: 5 x 2 at 123 px;
+    11-12: 6 x 2 and 13-16: 6 x 3 at 99 px."""
     bw, bh = heads_box(H)
     best = None
     for c in range(1, H + 1):

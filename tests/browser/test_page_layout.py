@@ -70,9 +70,9 @@ def test_seed_heads_causal_and_query_changes_lay_out_nothing_again(context, app_
         _type_seed(page, seed)
         _answered(page)
         done.append(f"seed {seed}")
-    # H 4 -> 2 -> 4 (one row of maps; from 5 heads on the figure is two rows high: that one step
-    # lays the page out, see dashboard.playground.state.heads_box)
-    for key in ("ArrowLeft", "ArrowLeft", "ArrowRight", "ArrowRight"):
+    # H 4 -> 5 -> 3 -> 4 (one row of maps up to 5 heads; from 6 on the figure is two rows high:
+    # that one step lays the page out, see dashboard.playground.state.heads_box)
+    for key in ("ArrowRight", "ArrowLeft", "ArrowLeft", "ArrowRight"):
         nudge_slider(page, ".ap-num-heads", key)
         _answered(page)
         done.append(f"heads {key}")

@@ -57,14 +57,14 @@ def test_one_figure_holds_every_head_and_follows_num_heads():
 
 
 def test_every_head_map_sits_in_its_cell_with_gaps_between():
-    pg = AttentionPlayground(seq_len=5, num_heads=5)
+    pg = AttentionPlayground(seq_len=5, num_heads=6)
     with rendered(pn.panel(pg)) as page:
         fig = heads_fig(page.doc)
-        g = plots.HeadGrid.of(5, 5)
+        g = plots.HeadGrid.of(5, 6)
         data = fig.renderers[0].data_source.data
-        assert len(data["image"]) == 5                       # one image per head, nothing for cells 5..7
+        assert len(data["image"]) == 6                       # one image per head, nothing for cells 6..7
         assert g.gap >= 1 and g.origin(1) == (g.stride, 0) and g.origin(4) == (0, g.stride)
-        for h in range(5):
+        for h in range(6):
             np.testing.assert_array_equal(head_map(fig, pg, h), pg.result.weights[h].numpy())
         assert g.locate(g.cell + (g.gap - 1) / 2, 2) is None     # in a gap: no head
         assert g.locate(g.origin(4)[0] + 1, g.origin(4)[1] + 3) == (4, 3, 1)
@@ -88,15 +88,15 @@ def test_new_weights_reach_the_existing_figure():
 def test_a_heads_step_changes_no_figure_size_so_the_page_is_not_laid_out_again():
     """A figure whose size changes makes the browser lay out the whole page and repaint every
     figure (~45% of a heads step at T=256): the heads figure has two frame sizes, one row of maps
-    up to 4 heads and two rows from 5 on, the maps arranged to fit; the query plot keeps one size;
+    up to 5 heads and two rows from 6 on, the maps arranged to fit; the query plot keeps one size;
     the whole mosaic stays in view."""
     pg = AttentionPlayground(seq_len=12, num_heads=4)
     sizes = {}
     with rendered(pn.panel(pg)) as page:
-        for H in (4, 5, 8, 9, 16, 1, 3, 12, 2):
+        for H in (4, 5, 6, 8, 9, 16, 1, 3, 12, 2):
             pg.num_heads = H
             heads, query = heads_fig(page.doc), only(page.doc, "ap-query-plot")
-            sizes.setdefault(H <= plots.HEADS_PER_ROW, set()).add(
+            sizes.setdefault(H <= plots.HEADS_ONE_ROW, set()).add(
                 ((heads.frame_width, heads.frame_height), (query.frame_width, query.frame_height)))
             g = plots.HeadGrid.of(12, H)
             assert heads.x_range.start <= -0.5 and heads.x_range.end >= g.width - 0.5, H
@@ -111,14 +111,15 @@ def test_a_heads_step_changes_no_figure_size_so_the_page_is_not_laid_out_again()
 @pytest.mark.parametrize("H", range(1, 9))
 def test_the_heads_maps_fill_their_figure_without_an_empty_row(H):
     """At the default 4 heads the figure was two rows high with the maps in the first: half of the
-    page's main figure empty and its key axis far below the maps. Up to 8 heads (two rows of
-    four) the mosaic, with the head labels above it, now takes the frame's full height."""
+    page's main figure empty and its key axis far below the maps. Up to 8 heads the mosaic, with
+    the head labels above it, now takes the frame's height (all of it but 37 px at 5 heads, whose
+    one row of maps is 123 px high)."""
     g = plots.HeadGrid.of(16, H)
     fw, fh = g.frame_size()
     (x0, x1), (y0, y1) = g.limits()
     px_per_unit = fh / (y1 - y0)
-    assert (g.height + g.gap) * px_per_unit == pytest.approx(fh, abs=1), (H, g.frame_size())
-    assert g.cell_px == 160 and g.nrows == (1 if H <= 4 else 2)
+    assert (g.height + g.gap) * px_per_unit >= fh - 40, (H, g.frame_size())
+    assert g.nrows == (1 if H <= 5 else 2) and g.cell_px == (123 if H == 5 else 160)
 
 
 def test_long_sequences_are_max_pooled_in_one_image_and_the_title_says_so():
