@@ -12,8 +12,9 @@ layout. Only what depends on the change is touched:
 - only the selected query / viewed head changed: the query line on the head maps, the query plot
   and the step-by-step view (no attention is recomputed: ``pg.n_computes`` stays).
 
-All heads are one figure (``plots.heads_frame``, a mosaic of maps four to a row): a heads step
-changes that figure's data, and its size only when a row of maps is added or removed. (One
+All heads are one figure (``plots.heads_frame``, a mosaic of maps: one row up to five heads, then
+rows of four to six): a heads step changes that figure's data, and its size only between 5 and 6
+heads (``state.heads_box``). (One
 figure per head made the browser lay the page out again and repaint every figure on each step:
 2 s per step in chromium at T=16, H=4.)
 """
