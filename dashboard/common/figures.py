@@ -16,18 +16,24 @@ No Panel import: the static export draws its figures with these too.
 """
 from __future__ import annotations
 
+import hashlib
 import math
+import pickle
+import threading
+from collections import OrderedDict
 
 import numpy as np
+from bokeh.core.serialization import Deserializer, Serializer
 from bokeh.model import Model
+from bokeh.util.serialization import make_id
 from bokeh.models import ColorMapper, CustomJSHover, FixedTicker, HoverTool
 from holoviews.core.util import dimension_sanitizer
 from holoviews.plotting.bokeh import BokehRenderer
 
 from .frames import Frame, Layer, to_element
 
-__all__ = ["EXACT_HOVER_JS", "LivePlot", "copy_drawing", "exact_hover", "layer_source_data", "render",
-           "zoom_tools"]
+__all__ = ["DRAWING_CACHE_SIZE", "DrawingCache", "EXACT_HOVER_JS", "LivePlot", "copy_drawing", "exact_hover",
+           "layer_source_data", "render", "zoom_tools"]
 
 
 def render(element):
@@ -178,27 +184,41 @@ class LivePlot:
     Args:
         frame: the first frame; later frames must have the same layer kinds in the same order.
 
+    A frame drawn before in this process (the same frame: every new session's first figures are)
+    is not drawn again: the figure is a copy of that drawing (``DrawingCache``: its Bokeh models
+    rebuilt from their serialised form with new ids, about a third of a HoloViews drawing's time).
+
     Attributes:
-        plot: the HoloViews plot that drew the figure (its handles name the Bokeh models).
-        leaves: one HoloViews plot per layer, in the frame's order (``leaf.handles["source"]``,
-            ``leaf.handles["glyph"]`` are that layer's Bokeh models).
+        plot: the HoloViews plot that drew the figure (its handles name the Bokeh models), or
+            None for a copy (``n_clones`` 1).
+        leaves: one object per layer, in the frame's order, with ``handles["source"]`` and
+            ``handles["glyph"]``, that layer's Bokeh models (HoloViews' plots, or the copy's).
         figure: the Bokeh figure (give it to ``pn.pane.Bokeh``).
         frame: the frame shown now; ``n_updates``: how many frames were pushed.
     """
 
     def __init__(self, frame: Frame):
-        self.plot = render(to_element(frame))
-        self.figure = self.plot.state
-        if self.figure.sizing_mode == "fixed" and self.figure.width is None:
-            self.figure.sizing_mode = None    # sized by frame_width/height; avoids Bokeh's W-1005
-        for grid in self.figure.grid:       # HoloViews hides grids by colour; BokehJS still
-            if grid.grid_line_color is None and grid.band_fill_color is None:   # lays them out
-                grid.visible = False            # and paints them on every repaint
-        self.leaves = list(self.plot.subplots.values()) if len(frame.layers) > 1 else [self.plot]
+        key = _fingerprint(frame)
+        cached = _DRAWINGS.get(key)
+        if cached is not None:                     # drawn before: a copy of that drawing
+            self.plot = None
+            self.figure, self.leaves = _clone(*cached)
+            self.n_clones = 1
+        else:
+            self.plot = render(to_element(frame))
+            self.figure = self.plot.state
+            if self.figure.sizing_mode == "fixed" and self.figure.width is None:
+                self.figure.sizing_mode = None    # sized by frame_width/height; avoids Bokeh's W-1005
+            for grid in self.figure.grid:       # HoloViews hides grids by colour; BokehJS still
+                if grid.grid_line_color is None and grid.band_fill_color is None:   # lays them out
+                    grid.visible = False            # and paints them on every repaint
+            self.leaves = list(self.plot.subplots.values()) if len(frame.layers) > 1 else [self.plot]
+            for leaf, layer in zip(self.leaves, frame.layers):
+                if layer.kind == "images":                 # HoloViews drew the first map only
+                    self._update_layer(leaf, layer)
+            _DRAWINGS.put(key, self.figure, self.leaves)
+            self.n_clones = 0
         self._kinds = [layer.kind for layer in frame.layers]
-        for leaf, layer in zip(self.leaves, frame.layers):
-            if layer.kind == "images":                 # HoloViews drew the first map only
-                self._update_layer(leaf, layer)
         self._hover = list(self.figure.select(type=HoverTool))   # select() walks the model graph
         self.frame = frame
         self.n_updates = 0
@@ -289,6 +309,99 @@ class LivePlot:
         self._update_figure(frame)
         self.frame = frame
         self.n_updates += 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Drawings kept per process, copied for each new figure of the same frame
+DRAWING_CACHE_SIZE = 48
+"""Frames whose drawing is kept (least recently used dropped): a session's first figures number 7."""
+DRAWING_MAX_BYTES = 64_000
+"""Frames larger than this (pickled: their data) are drawn every time: a copy saves little there and
+the cache would hold their data."""
+
+
+def _fingerprint(frame: Frame) -> str | None:
+    """Equal for equal frames (their layers' data and styles, titles, ticks, options); None for a
+    frame too large to keep or one that does not pickle."""
+    try:
+        blob = pickle.dumps(frame, protocol=5)
+    except Exception:                            # noqa: BLE001 - an unpicklable style: no cache
+        return None
+    return hashlib.sha1(blob).hexdigest() if len(blob) <= DRAWING_MAX_BYTES else None
+
+
+class DrawingCache:
+    """Serialised Bokeh figures by frame fingerprint, shared by every session of the process.
+
+    What is kept is plain data (Bokeh's serialised form, arrays as base64), never a model: each
+    copy gets models of its own with new ids, so no Bokeh object is shared between sessions or
+    threads. ``hits``/``misses`` count lookups.
+    """
+
+    def __init__(self, size: int = DRAWING_CACHE_SIZE):
+        self.size = size
+        self._items: OrderedDict[str, tuple[dict, list[dict]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: str | None):
+        if key is None:
+            return None
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return item
+
+    def put(self, key: str | None, figure, leaves) -> None:
+        if key is None:
+            return
+        rep = Serializer(deferred=False).encode(figure)
+        drawn = {m.id for m in figure.references()}      # HoloViews also hands out sources it
+        handles = [{name: model.id for name, model in leaf.handles.items()   # did not draw (spans)
+                    if name in ("source", "glyph") and isinstance(model, Model) and model.id in drawn}
+                   for leaf in leaves]
+        with self._lock:
+            self._items[key] = (rep, handles)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_DRAWINGS = DrawingCache()
+
+
+class _Leaf:
+    """A copied layer's models, as ``LivePlot.leaves`` names them (``handles``)."""
+
+    def __init__(self, handles: dict):
+        self.handles = handles
+
+
+def _new_ids(rep, ids: dict):
+    """``rep`` with every model id replaced by a new one (``ids``: old -> new, filled here)."""
+    if isinstance(rep, dict):
+        return {k: (ids.setdefault(v, make_id()) if k == "id" and isinstance(v, str) else _new_ids(v, ids))
+                for k, v in rep.items()}
+    if isinstance(rep, (list, tuple)):                   # a map's entries are tuples
+        return type(rep)(_new_ids(v, ids) for v in rep)
+    return rep
+
+
+def _clone(rep: dict, handles: list[dict]):
+    """A new figure from a kept drawing, and its leaves."""
+    ids: dict[str, str] = {}
+    figure = Deserializer().decode(_new_ids(rep, ids))
+    models = {m.id: m for m in figure.references()}
+    leaves = [_Leaf({name: models[ids[old]] for name, old in h.items()}) for h in handles]
+    return figure, leaves
 
 
 # ----------------------------------------------------------------------------------------------

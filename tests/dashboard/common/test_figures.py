@@ -4,6 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bokeh.core.property.descriptors import UnsetValueError
+from bokeh.core.property.vectorization import Field, Unspecified, Value
+from bokeh.model import Model
+from bokeh.models import BoxAnnotation
+
+from dashboard.common import figures
 from dashboard.common.frames import with_marker
 from dashboard.common.figures import LivePlot
 from dashboard.playground import plots
@@ -47,8 +53,8 @@ def _state(live: LivePlot) -> dict:
         glyph = leaf.handles.get("glyph")
         if hasattr(glyph, "location"):
             out[f"{i}.location"] = glyph.location
-        elif hasattr(glyph, "left") and not hasattr(glyph, "top"):
-            out[f"{i}.span"] = (glyph.left, glyph.right)
+        elif isinstance(glyph, BoxAnnotation) or (hasattr(glyph, "left") and not hasattr(glyph, "top")):
+            out[f"{i}.span"] = (glyph.left, glyph.right)    # an annotation: no source is drawn
         else:
             out[f"{i}.data"] = {k: np.asarray(v[0] if k == "image" else v).tolist()
                                 for k, v in leaf.handles["source"].data.items()}
@@ -58,6 +64,87 @@ def _state(live: LivePlot) -> dict:
 @pytest.fixture(scope="module")
 def results():
     return _results()
+
+
+@pytest.fixture(autouse=True)
+def fresh_drawings():
+    """Each test starts with no drawing kept, so "a fresh render" below is one (a frame drawn
+    before in the process is copied, see test_a_frame_drawn_before_is_copied_...)."""
+    figures._DRAWINGS.clear()
+    yield
+    figures._DRAWINGS.clear()
+
+
+def _same_models(a, b, seen=None) -> list[str]:
+    """Where two model graphs differ (every property, defaults included, models compared in turn;
+    ids, names and tags apart); [] when they hold the same."""
+    seen = set() if seen is None else seen
+    if (id(a), id(b)) in seen:
+        return []
+    seen.add((id(a), id(b)))
+    if type(a) is not type(b):
+        return [f"{type(a).__name__} != {type(b).__name__}"]
+    out = []
+    for name in sorted(a.properties() - {"id", "name", "tags", "toggleable"}):   # (deprecated)
+        out += [f"{type(a).__name__}.{name}: {d}" for d in _same_values(_value(a, name), _value(b, name), seen)]
+    return out
+
+
+def _value(model, name):
+    try:
+        return getattr(model, name)
+    except UnsetValueError:                              # set by the browser (inner_height...)
+        return "<unset>"
+
+
+def _spec(v):
+    """A dataspec as HoloViews sets it (``"dh"``, ``0``) and as it comes back from its serialised
+    form (``Field("dh")``, ``Value(0)``) are the same: the plain form of either."""
+    if isinstance(v, (Field, Value)) and v.transform is Unspecified and v.units is Unspecified:
+        return v.field if isinstance(v, Field) else v.value
+    return v
+
+
+def _same_values(x, y, seen) -> list[str]:
+    x, y = _spec(x), _spec(y)
+    if isinstance(x, Model) or isinstance(y, Model):
+        return _same_models(x, y, seen) if isinstance(x, Model) and isinstance(y, Model) else [f"{x!r} != {y!r}"]
+    if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+        if len(x) != len(y):
+            return [f"{len(x)} != {len(y)} items"]
+        return [d for u, v in zip(x, y) for d in _same_values(u, v, seen)]
+    if isinstance(x, dict) and isinstance(y, dict):
+        if set(x) != set(y):
+            return [f"keys {sorted(x)} != {sorted(y)}"]
+        return [d for k in x for d in _same_values(x[k], y[k], seen)]
+    if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+        return [] if np.array_equal(np.asarray(x), np.asarray(y)) else ["arrays differ"]
+    try:
+        return [] if x == y else [f"{x!r} != {y!r}"]
+    except Exception:                                    # noqa: BLE001
+        return [] if repr(x) == repr(y) else [f"{x!r} != {y!r}"]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_frame_drawn_before_is_copied_with_models_of_its_own(results, family):
+    """A new session's first figures are the frames every session starts with: the second
+    LivePlot of a frame is a copy of the first drawing (a third of its cost), equal to it in
+    every property, sharing no Bokeh model, and as live as a drawn one."""
+    frame, other = FAMILIES[family](results[0]), FAMILIES[family](results[1])
+    drawn, copy = LivePlot(frame), LivePlot(frame)
+    assert (drawn.n_clones, copy.n_clones) == (0, 1) and copy.plot is None
+    assert _same_models(copy.figure, drawn.figure) == []
+    mine, theirs = list(copy.figure.references()), list(drawn.figure.references())
+    assert not {id(m) for m in mine} & {id(m) for m in theirs}
+    assert not {m.id for m in mine} & {m.id for m in theirs}
+    copy.update(other)
+    assert _state(copy) == _state(LivePlot(other)) and _state(drawn) == _state(LivePlot(frame))
+
+
+def test_large_frames_are_drawn_every_time(results):
+    big = AttentionPlayground(seq_len=256, num_heads=2).result
+    frame = plots.head_frame(big, 0)
+    assert LivePlot(frame).n_clones == 0 and LivePlot(frame).n_clones == 0
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
