@@ -314,7 +314,7 @@ class LivePlot:
 # ----------------------------------------------------------------------------------------------
 # Drawings kept per process, copied for each new figure of the same frame
 DRAWING_CACHE_SIZE = 48
-"""Frames whose drawing is kept (least recently used dropped): a session's first figures number 7."""
+"""Frames whose drawing is kept (least recently used dropped): a Playground session starts with 6."""
 DRAWING_MAX_BYTES = 64_000
 """Frames larger than this (pickled: their data) are drawn every time: a copy saves little there and
 the cache would hold their data."""
