@@ -115,7 +115,7 @@ HEAD_SIZE = 160               # frame width/height of one head's map, px (4 + co
 HEADS_PER_ROW = 4             # maps per row of the heads figure up to 8 heads (more columns above)
 HEAD_GAP = 22                 # px between two maps of the heads figure (room for "head h" above each)
 HEADS_BOX = (HEADS_PER_ROW * (HEAD_SIZE + HEAD_GAP) - HEAD_GAP, 2 * (HEAD_SIZE + HEAD_GAP))
-"""(width, height) in px of the heads figure's frame from ``HEADS_PER_ROW + 1`` heads on: 706 x 364,
+"""(width, height) in px of the heads figure's frame from ``HEADS_ONE_ROW + 1`` heads on: 706 x 364,
 two rows of four 160-px maps. A figure whose size changes makes the browser lay the whole page out
 again and repaint every figure (measured: ~45% of a heads step at T=256); a fixed frame makes a
 heads step a change of data and ranges only."""
@@ -125,8 +125,9 @@ With the two-row frame for every H, the default page (4 heads) showed a figure w
 was empty, its key axis far below the maps."""
 HEADS_ONE_ROW = 5
 """Up to this many heads the maps sit in one row. The step between ``HEADS_ONE_ROW`` and one more
-changes the figure's height, which lays the page out again (felt at T=16 in chromium: ~350 ms
-instead of ~140 ms); 5, not 4, so that the default 4 heads and both its neighbours share a frame."""
+changes the figure's height, which lays the page out again (felt at T=16 in chromium: 230 ms, a
+step inside one frame 120-170 ms; with the boundary at 4/5 the steps from the default took
+340-360 ms); 5, not 4, so that the default 4 heads and both its neighbours share a frame."""
 
 
 def heads_box(H: int) -> tuple[int, int]:
